@@ -1,0 +1,55 @@
+# Weft developer entry points. `make lab` and `make test` are the two a newcomer runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+MOCHA := node_modules/.bin/mocha --reporter ./test/harness/reporter.cjs
+NODES ?= 3
+PODS ?= 2
+CIDR ?= 10.244.0.0/16
+VNI ?= 42
+
+.PHONY: help deps gen verify-gen build typecheck test test-unit test-integration test-e2e test-kube bench lab lab-down clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+deps: ## install system packages and npm dependencies (idempotent)
+	@hack/install-deps.sh
+
+gen: deps ## regenerate pkg/api/gen from proto/
+	@hack/gen-proto.sh
+
+verify-gen: deps ## fail if pkg/api/gen is not what proto/ generates
+	@hack/verify-gen.sh
+
+build: deps ## compile to dist/
+	@node_modules/.bin/tsc -p tsconfig.build.json
+
+typecheck: deps ## type-check everything, tests included
+	@node_modules/.bin/tsc -p tsconfig.json --noEmit
+
+test: deps verify-gen typecheck build ## install what is needed, then run every test suite
+	@$(MOCHA) 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts' 'test/kube/**/*.test.ts'
+
+test-unit: deps ## unit tests only (pure logic)
+	@$(MOCHA) 'test/unit/**/*.test.ts'
+
+test-integration: deps build ## integration tests (real etcd)
+	@$(MOCHA) 'test/integration/**/*.test.ts'
+
+test-e2e: deps build ## end-to-end tests (network namespaces, real kernel)
+	@$(MOCHA) 'test/e2e/**/*.test.ts'
+
+test-kube: deps build ## Kubernetes tests (real kube-apiserver)
+	@$(MOCHA) 'test/kube/**/*.test.ts'
+
+bench: deps build ## benchmarks: tables printed and written to bench/results/
+	@node --import tsx test/bench/run.ts
+
+lab: deps build ## a whole Weft cluster in network namespaces on this machine
+	@node --import tsx hack/lab.ts up --nodes $(NODES) --pods $(PODS) --cidr $(CIDR) --vni $(VNI)
+
+lab-down: ## remove everything `make lab` created
+	@node --import tsx hack/lab.ts down
+
+clean: ## remove build output
+	rm -rf dist

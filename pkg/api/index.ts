@@ -1,0 +1,3 @@
+// The gRPC API between agent and controller, generated from proto/weft/v1 by
+// hack/gen-proto.sh. Everything else imports it from here, never from gen/.
+export * from "./gen/weft/v1/weft.js";
