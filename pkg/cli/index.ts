@@ -12,11 +12,11 @@ export function envName(flag: string): string {
  * An option whose value can also come from WEFT_<FLAG>. `flags` is commander
  * syntax, e.g. "--etcd-endpoints <urls>".
  */
-export function envOption(flags: string, description: string, defaultValue?: unknown): Option {
+export function envOption(flags: string, description: string, defaultValue?: unknown, defaultDescription?: string): Option {
   const long = flags.split(/[ ,]+/).find((f) => f.startsWith("--"));
   if (!long) throw new Error(`option ${flags} has no long form`);
   const opt = new Option(flags, description).env(envName(long));
-  if (defaultValue !== undefined) opt.default(defaultValue);
+  if (defaultValue !== undefined) opt.default(defaultValue, defaultDescription);
   return opt;
 }
 

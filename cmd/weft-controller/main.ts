@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// weft-controller: keeps subnet leases and VTEP membership in etcd and streams
+// each agent its desired config over gRPC.
+import fs from "node:fs";
+import { Command, envOption, parseDuration, parseList, runMain } from "../../pkg/cli/index.js";
+import { startController } from "../../pkg/controller/index.js";
+import { newLogger } from "../../pkg/log/index.js";
+import { DEFAULT_PREFIX } from "../../pkg/store/index.js";
+
+interface Flags {
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  listen: string;
+  metricsAddr: string;
+  leaseTtl: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  logLevel: string;
+}
+
+const program = new Command("weft-controller")
+  .description("Weft controller: subnet leases and VTEP membership in etcd, config streamed to agents over gRPC.\nEvery flag can also be set with the environment variable shown.")
+  .addOption(envOption("--etcd-endpoints <urls>", "etcd client URLs, comma-separated", ["http://127.0.0.1:2379"], "http://127.0.0.1:2379").argParser(parseList))
+  .addOption(envOption("--etcd-prefix <prefix>", "key prefix in etcd", DEFAULT_PREFIX))
+  .addOption(envOption("--listen <addr>", "gRPC listen address for agents", "0.0.0.0:9400"))
+  .addOption(envOption("--metrics-addr <addr>", "HTTP address for /metrics, /healthz, /readyz", "0.0.0.0:9401"))
+  .addOption(envOption("--lease-ttl <duration>", "how long a node keeps its subnets with no agent connected", 24 * 3600 * 1000, "24h").argParser(parseDuration))
+  .addOption(envOption("--tls-cert <file>", "server certificate (PEM); with --tls-key and --tls-ca enables mTLS"))
+  .addOption(envOption("--tls-key <file>", "server private key (PEM)"))
+  .addOption(envOption("--tls-ca <file>", "CA that signs agent client certificates; an agent may act only for the node named in its certificate's CN"))
+  .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
+  .showHelpAfterError();
+
+await runMain(async () => {
+  program.parse();
+  const f = program.opts<Flags>();
+  const tlsGiven = [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
+  if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
+  if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
+  const log = newLogger("weft-controller", f.logLevel);
+  const controller = await startController({
+    etcdEndpoints: f.etcdEndpoints,
+    etcdPrefix: f.etcdPrefix,
+    listen: f.listen,
+    metricsAddr: f.metricsAddr,
+    leaseTtlSeconds: Math.round(f.leaseTtl / 1000),
+    tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
+    log,
+  });
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      log.info({ signal }, "shutting down");
+      controller.stop().then(resolve, resolve);
+    };
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    process.once("SIGINT", () => shutdown("SIGINT"));
+  });
+});

@@ -1,0 +1,173 @@
+import os from "node:os";
+import * as grpc from "@grpc/grpc-js";
+import { AgentMessage, ControllerService } from "../api/index.js";
+import { newLogger, type Logger } from "../log/index.js";
+import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
+import { Store } from "../store/index.js";
+import { collectGarbage, Leadership } from "./leader.js";
+import { controllerMetrics } from "./metrics.js";
+import { Change, Model } from "./model.js";
+import { Sessions } from "./sessions.js";
+import { ModelSync } from "./sync.js";
+
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+  /** Clients must present a certificate signed by this CA. */
+  ca: Buffer;
+}
+
+export interface ControllerOptions {
+  etcdEndpoints: string[];
+  etcdPrefix?: string;
+  /** gRPC listen address, e.g. "0.0.0.0:9400" or "127.0.0.1:0". */
+  listen: string;
+  /** /metrics, /healthz, /readyz; omitted: no HTTP server. */
+  metricsAddr?: string;
+  /** Time a node's subnets survive without its agent connected. */
+  leaseTtlSeconds?: number;
+  tls?: TlsFiles;
+  log?: Logger;
+  registry?: Registry;
+  /** Name of this replica in logs and the leader key. */
+  identity?: string;
+  /** How often the leader garbage-collects orphaned leases. */
+  gcIntervalMs?: number;
+  /** TTL of the leader key; a dead leader is replaced after about this long. */
+  leaderTtlSeconds?: number;
+}
+
+export interface RunningController {
+  /** The bound gRPC port. */
+  port: number;
+  metricsPort?: number;
+  readonly model: Model;
+  readonly registry: Registry;
+  isLeader(): boolean;
+  connectedAgents(): number;
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_LEASE_TTL_SECONDS = 24 * 3600;
+
+/** Server-side keepalive: accept client pings every 5 s or more (FIELD-NOTES: or the pings are dropped). */
+export const SERVER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 20_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+  "grpc.max_receive_message_length": 4 * 1024 * 1024,
+  "grpc.max_send_message_length": 64 * 1024 * 1024,
+};
+
+/**
+ * Starts one controller replica: loads the view from etcd, serves Join
+ * streams, pushes changes, renews leases of connected nodes, and (when
+ * elected) collects garbage. Several replicas may run against one etcd.
+ */
+export async function startController(opts: ControllerOptions): Promise<RunningController> {
+  const log = opts.log ?? newLogger("weft-controller");
+  const registry = opts.registry ?? newRegistry();
+  const identity = opts.identity ?? `${os.hostname()}-${process.pid}`;
+  const leaseTtlSeconds = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+  const store = Store.connect({ endpoints: opts.etcdEndpoints, prefix: opts.etcdPrefix, log, registry });
+  const model = new Model();
+
+  let sessions: Sessions | undefined;
+  let pending: Change | undefined;
+  const flush = () => {
+    const change = pending;
+    pending = undefined;
+    if (change && sessions) sessions.broadcast(change);
+  };
+  // Coalesce the watch responses of one event-loop turn into one fan-out.
+  const onChange = (change: Change) => {
+    if (!pending) {
+      pending = change;
+      setImmediate(flush);
+    } else pending.merge(change);
+  };
+
+  let metrics: ReturnType<typeof controllerMetrics>;
+  const sync = new ModelSync(store, model, onChange, log, () => metrics?.watchRestarts.inc());
+  metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0);
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls });
+
+  const metricsServer: MetricsServer | undefined = opts.metricsAddr
+    ? await startMetricsServer(opts.metricsAddr, registry, { ready: () => sync.loaded })
+    : undefined;
+
+  await sync.start();
+
+  const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
+  server.addService(lenientService(), { join: sessions.join });
+  const creds = opts.tls
+    ? grpc.ServerCredentials.createSsl(opts.tls.ca, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], true)
+    : grpc.ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(opts.listen, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p))),
+  );
+  log.info({ listen: opts.listen, port, tls: !!opts.tls, identity, leaseTtlSeconds }, "controller serving");
+
+  let gcTimer: NodeJS.Timeout | undefined;
+  const runGc = async () => {
+    try {
+      const n = await collectGarbage(store, leadership.lease, log);
+      if (n > 0) metrics.gcDeleted.inc(n);
+    } catch (err) {
+      log.warn({ err: String(err) }, "garbage collection failed");
+    }
+  };
+  const leadership = new Leadership(store, identity, opts.leaderTtlSeconds ?? 10, log, (leading) => {
+    metrics.isLeader.set(leading ? 1 : 0);
+    clearInterval(gcTimer);
+    if (leading) {
+      void runGc();
+      gcTimer = setInterval(runGc, opts.gcIntervalMs ?? 60_000);
+    }
+  });
+  leadership.start();
+
+  let stopped = false;
+  return {
+    port,
+    metricsPort: metricsServer?.port,
+    model,
+    registry,
+    isLeader: () => leadership.isLeader,
+    connectedAgents: () => sessions?.count ?? 0,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(gcTimer);
+      sessions?.closeAll();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      server.forceShutdown();
+      await leadership.stop();
+      await sync.stop();
+      await metricsServer?.close();
+      await store.close();
+      log.info("controller stopped");
+    },
+  };
+}
+
+/**
+ * The generated service, except that a message that does not decode reaches
+ * the handler as `{ malformed }` so the agent gets INVALID_ARGUMENT with the
+ * reason, instead of grpc-js's generic INTERNAL.
+ */
+function lenientService(): grpc.ServiceDefinition {
+  return {
+    join: {
+      ...ControllerService.join,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return AgentMessage.decode(bytes);
+        } catch (err) {
+          return { msg: undefined, malformed: (err as Error).message };
+        }
+      },
+    },
+  };
+}

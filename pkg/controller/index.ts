@@ -1,0 +1,6 @@
+// The controller: network validation, lease management, membership, per-node
+// config, the gRPC Join server and the leader-only jobs.
+export { startController, DEFAULT_LEASE_TTL_SECONDS, SERVER_CHANNEL_OPTIONS, type ControllerOptions, type RunningController, type TlsFiles } from "./controller.js";
+export { Model, Change, effectiveMtu, selectorMatches, VXLAN_OVERHEAD } from "./model.js";
+export { AgentView, type NodeContext } from "./view.js";
+export { joinRequestProblems, isValidNodeName } from "./join-request.js";

@@ -1,0 +1,77 @@
+import { prom, type Registry } from "../metrics/index.js";
+import { poolCapacity } from "../ipam/index.js";
+import { parseCidr } from "../ip/index.js";
+import type { Model } from "./model.js";
+
+export type ControllerMetrics = ReturnType<typeof controllerMetrics>;
+
+/** weft_controller_* metrics. Gauges about leases and pools are read from the model at scrape time. */
+export function controllerMetrics(registry: Registry, model: Model, connected: () => number) {
+  const perNetwork = (name: string, help: string, value: (net: string) => number) =>
+    new prom.Gauge({
+      name,
+      help,
+      labelNames: ["network"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const spec of model.networks.values()) this.set({ network: spec.name }, value(spec.name));
+      },
+    });
+  const capacity = (net: string) => {
+    const spec = model.networks.get(net);
+    if (!spec) return 0;
+    try {
+      return poolCapacity({ cidr: parseCidr(spec.cidr), nodePrefixLength: spec.nodePrefixLength });
+    } catch {
+      return 0;
+    }
+  };
+  perNetwork("weft_controller_leases", "Subnet leases held, per network.", (n) => model.leaseCount(n));
+  perNetwork("weft_controller_pool_capacity", "Node subnets a network's pool can hold.", capacity);
+  perNetwork("weft_controller_pool_used_ratio", "Fraction of a network's pool that is leased.", (n) => {
+    const c = capacity(n);
+    return c === 0 ? 0 : model.leaseCount(n) / c;
+  });
+  new prom.Gauge({
+    name: "weft_controller_connected_agents",
+    help: "Agents with an open Join stream to this replica.",
+    registers: [registry],
+    collect() {
+      this.set(connected());
+    },
+  });
+  new prom.Gauge({
+    name: "weft_controller_view_revision",
+    help: "etcd revision the controller's view reflects.",
+    registers: [registry],
+    collect() {
+      this.set(model.revision);
+    },
+  });
+  return {
+    allocations: new prom.Counter({ name: "weft_controller_allocations_total", help: "Subnets newly leased, per network.", labelNames: ["network"], registers: [registry] }),
+    allocationFailures: new prom.Counter({
+      name: "weft_controller_allocation_failures_total",
+      help: "Failed subnet allocations, per network and reason (pool_exhausted, error).",
+      labelNames: ["network", "reason"],
+      registers: [registry],
+    }),
+    pushLatency: new prom.Histogram({
+      name: "weft_controller_config_push_seconds",
+      help: "Time from sending a config update to an agent until it acknowledged applying it.",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    nodeLag: new prom.Gauge({
+      name: "weft_controller_node_applied_revision_lag",
+      help: "Per node: etcd revisions sent to the agent but not yet acknowledged as applied.",
+      labelNames: ["node"],
+      registers: [registry],
+    }),
+    joins: new prom.Counter({ name: "weft_controller_joins_total", help: "Join streams accepted, and refused by reason.", labelNames: ["result"], registers: [registry] }),
+    isLeader: new prom.Gauge({ name: "weft_controller_is_leader", help: "1 when this replica runs the singleton jobs.", registers: [registry] }),
+    gcDeleted: new prom.Counter({ name: "weft_controller_gc_deleted_total", help: "Orphaned keys removed by garbage collection.", registers: [registry] }),
+    watchRestarts: new prom.Counter({ name: "weft_controller_watch_restarts_total", help: "Times the etcd watch was lost and the view rebuilt.", registers: [registry] }),
+  };
+}

@@ -1,0 +1,208 @@
+// The controller's in-memory view of etcd, fed by one snapshot and then the
+// watch, and the pure computation of what each node should be told. No I/O.
+import type { NetworkConfig, Peer } from "../api/index.js";
+import type { LeaseRecord, NetworkSpec, NodeRecord, Snapshot, StoreEvent } from "../store/index.js";
+
+/** Default VXLAN overhead on an IPv4 underlay. */
+export const VXLAN_OVERHEAD = 50;
+const FALLBACK_UPLINK_MTU = 1500;
+
+/** What a batch of events touched; drives which sessions hear about what. */
+export class Change {
+  /** Networks whose spec was added, changed or removed. */
+  readonly networks = new Set<string>();
+  /** (network, node) pairs whose lease (the peer entry) was added, changed or removed. */
+  readonly peers = new Map<string, Set<string>>();
+  /** Nodes whose node record changed or disappeared. */
+  readonly nodes = new Set<string>();
+  revision = 0;
+
+  addPeer(network: string, node: string): void {
+    let set = this.peers.get(network);
+    if (!set) this.peers.set(network, (set = new Set()));
+    set.add(node);
+  }
+
+  merge(other: Change): void {
+    other.networks.forEach((n) => this.networks.add(n));
+    other.nodes.forEach((n) => this.nodes.add(n));
+    for (const [net, nodes] of other.peers) nodes.forEach((n) => this.addPeer(net, n));
+    this.revision = Math.max(this.revision, other.revision);
+  }
+
+  get empty(): boolean {
+    return this.networks.size === 0 && this.peers.size === 0 && this.nodes.size === 0;
+  }
+}
+
+export interface NodeEntry extends NodeRecord {
+  /** etcd lease the node's keys are bound to. */
+  lease: string;
+}
+
+export function selectorMatches(selector: Record<string, string>, labels: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}
+
+export function effectiveMtu(spec: NetworkSpec, uplinkMtu: number): number {
+  if (spec.mtu > 0) return spec.mtu;
+  return (uplinkMtu > 0 ? uplinkMtu : FALLBACK_UPLINK_MTU) - VXLAN_OVERHEAD;
+}
+
+export class Model {
+  revision = 0;
+  readonly networks = new Map<string, NetworkSpec>();
+  readonly nodes = new Map<string, NodeEntry>();
+  /** network -> subnet -> lease */
+  readonly leases = new Map<string, Map<string, LeaseRecord>>();
+  /** node -> network -> subnet */
+  private readonly nodeLeases = new Map<string, Map<string, string>>();
+
+  /** Replaces the whole view; returns a Change covering everything that differs from before. */
+  load(snap: Snapshot): Change {
+    const change = new Change();
+    for (const name of this.networks.keys()) change.networks.add(name);
+    for (const [net, m] of this.leases) for (const l of m.values()) change.addPeer(net, l.node);
+    for (const name of this.nodes.keys()) change.nodes.add(name);
+    this.networks.clear();
+    this.nodes.clear();
+    this.leases.clear();
+    this.nodeLeases.clear();
+    for (const n of snap.networks) {
+      this.networks.set(n.value.name, n.value);
+      change.networks.add(n.value.name);
+    }
+    for (const n of snap.nodes) {
+      this.nodes.set(n.value.name, { ...n.value, lease: n.lease });
+      change.nodes.add(n.value.name);
+    }
+    for (const l of snap.leases) {
+      this.putLease(l.value);
+      change.addPeer(l.value.network, l.value.node);
+    }
+    this.revision = snap.revision;
+    change.revision = snap.revision;
+    return change;
+  }
+
+  apply(events: StoreEvent[], revision: number): Change {
+    const change = new Change();
+    for (const ev of events) {
+      const k = ev.key;
+      if (k.kind === "network") {
+        if (ev.type === "put") this.networks.set(k.network, ev.value as NetworkSpec);
+        else this.networks.delete(k.network);
+        change.networks.add(k.network);
+      } else if (k.kind === "node") {
+        if (ev.type === "put") this.nodes.set(k.node, { ...(ev.value as NodeRecord), lease: ev.lease });
+        else this.nodes.delete(k.node);
+        change.nodes.add(k.node);
+      } else if (k.kind === "lease") {
+        const old = this.leases.get(k.network)?.get(k.subnet);
+        if (old) {
+          this.dropLease(old);
+          change.addPeer(old.network, old.node);
+        }
+        if (ev.type === "put") {
+          const lease = ev.value as LeaseRecord;
+          this.putLease(lease);
+          change.addPeer(lease.network, lease.node);
+        }
+      }
+    }
+    this.revision = Math.max(this.revision, revision);
+    change.revision = this.revision;
+    return change;
+  }
+
+  private putLease(l: LeaseRecord): void {
+    let m = this.leases.get(l.network);
+    if (!m) this.leases.set(l.network, (m = new Map()));
+    m.set(l.subnet, l);
+    let n = this.nodeLeases.get(l.node);
+    if (!n) this.nodeLeases.set(l.node, (n = new Map()));
+    n.set(l.network, l.subnet);
+  }
+
+  private dropLease(l: LeaseRecord): void {
+    this.leases.get(l.network)?.delete(l.subnet);
+    const n = this.nodeLeases.get(l.node);
+    if (n?.get(l.network) === l.subnet) {
+      n.delete(l.network);
+      if (n.size === 0) this.nodeLeases.delete(l.node);
+    }
+  }
+
+  subnetOf(node: string, network: string): string | undefined {
+    return this.nodeLeases.get(node)?.get(network);
+  }
+
+  leaseOf(node: string, network: string): LeaseRecord | undefined {
+    const subnet = this.subnetOf(node, network);
+    return subnet ? this.leases.get(network)?.get(subnet) : undefined;
+  }
+
+  takenSubnets(network: string): Set<string> {
+    return new Set(this.leases.get(network)?.keys() ?? []);
+  }
+
+  leaseCount(network: string): number {
+    return this.leases.get(network)?.size ?? 0;
+  }
+
+  /** Networks a node with these labels belongs to, by name. */
+  memberNetworks(labels: Record<string, string>): NetworkSpec[] {
+    return [...this.networks.values()].filter((n) => selectorMatches(n.nodeSelector ?? {}, labels)).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The network whose conflist a node writes: the one marked default, else its only network. */
+  defaultNetworkOf(member: NetworkSpec[]): string | undefined {
+    return member.find((n) => n.default)?.name ?? (member.length === 1 ? member[0].name : undefined);
+  }
+
+  /** The peer entry `node` contributes to `network`, or undefined when it has none (no lease, or no VTEP MAC yet). */
+  peer(network: string, node: string): Peer | undefined {
+    const l = this.leaseOf(node, network);
+    if (!l || !l.vtepMac || !l.vtepIP) return undefined;
+    return { nodeName: l.node, underlayIp: l.vtepIP, vtepMac: l.vtepMac, subnet: l.subnet };
+  }
+
+  peersOf(network: string, self: string): Peer[] {
+    const out: Peer[] = [];
+    for (const l of this.leases.get(network)?.values() ?? []) {
+      if (l.node === self) continue;
+      const p = this.peer(network, l.node);
+      if (p) out.push(p);
+    }
+    return out;
+  }
+
+  /** Everything about `network` for `node` except peers. */
+  networkHeader(spec: NetworkSpec, node: string, uplinkMtu: number, isDefault: boolean, error: string): NetworkConfig {
+    return {
+      name: spec.name,
+      vni: spec.vni,
+      cidr: spec.cidr,
+      mode: spec.mode,
+      mtu: effectiveMtu(spec, uplinkMtu),
+      port: spec.port,
+      natOutgoing: spec.natOutgoing,
+      isolated: spec.isolated,
+      default: isDefault,
+      subnet: this.subnetOf(node, spec.name) ?? "",
+      error: this.subnetOf(node, spec.name) ? "" : error,
+      peers: [],
+    };
+  }
+}
+
+/** Stable identity of a peer entry, for "did it change?" */
+export function peerKey(p: Peer): string {
+  return `${p.underlayIp}|${p.vtepMac}|${p.subnet}`;
+}
+
+/** Stable identity of a network's header, for "did it change?" */
+export function headerKey(c: NetworkConfig): string {
+  return JSON.stringify([c.vni, c.cidr, c.mode, c.mtu, c.port, c.natOutgoing, c.isolated, c.default, c.subnet, c.error]);
+}

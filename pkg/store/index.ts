@@ -1,0 +1,15 @@
+// Everything that knows etcd. Nothing here knows the kernel or gRPC.
+export * from "./types.js";
+export { Keys, DEFAULT_PREFIX, subnetSegment, segmentSubnet, type ParsedKey } from "./keys.js";
+export {
+  Store,
+  PoolExhaustedError,
+  NodeGoneError,
+  ConflictError,
+  type StoreOptions,
+  type Versioned,
+  type StoreEvent,
+  type Snapshot,
+  type NodeRegistration,
+  type StoreWatch,
+} from "./store.js";
