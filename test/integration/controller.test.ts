@@ -4,13 +4,10 @@ import { ControllerClient } from "../../pkg/api/index.js";
 import { startController, type RunningController } from "../../pkg/controller/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
-import { Store, type NetworkSpec } from "../../pkg/store/index.js";
+import { Store } from "../../pkg/store/index.js";
+import { netSpec } from "../harness/specs.js";
 import { useEtcd } from "../harness/etcd.js";
 import { SimAgent, simJoinRequest } from "../harness/sim-agent.js";
-
-export function netSpec(name: string, cidr: string, vni: number, extra: Partial<NetworkSpec> = {}): NetworkSpec {
-  return { name, cidr, vni, nodePrefixLength: 24, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false, ...extra };
-}
 
 describe("controller (real etcd, real gRPC)", function () {
   this.timeout(60_000);
