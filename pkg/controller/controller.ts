@@ -35,6 +35,8 @@ export interface ControllerOptions {
   gcIntervalMs?: number;
   /** TTL of the leader key; a dead leader is replaced after about this long. */
   leaderTtlSeconds?: number;
+  /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
+  fanoutWindowMs?: number;
 }
 
 export interface RunningController {
@@ -49,6 +51,7 @@ export interface RunningController {
 }
 
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 3600;
+export const DEFAULT_FANOUT_WINDOW_MS = 0;
 
 /** Server-side keepalive: accept client pings every 5 s or more (FIELD-NOTES: or the pings are dropped). */
 export const SERVER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -80,11 +83,14 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     pending = undefined;
     if (change && sessions) sessions.broadcast(change);
   };
-  // Coalesce the watch responses of one event-loop turn into one fan-out.
+  // Coalesce the watch responses of one event-loop turn (or of a window, when
+  // configured) into one fan-out, so a burst of changes costs each agent one update.
+  const fanoutWindowMs = opts.fanoutWindowMs ?? DEFAULT_FANOUT_WINDOW_MS;
   const onChange = (change: Change) => {
     if (!pending) {
       pending = change;
-      setImmediate(flush);
+      if (fanoutWindowMs > 0) setTimeout(flush, fanoutWindowMs);
+      else setImmediate(flush);
     } else pending.merge(change);
   };
 

@@ -66,7 +66,7 @@ export class SimAgent {
     const call = this.client.join();
     this.call = call;
     call.on("data", (u: ConfigUpdate) => {
-      this.desired = applyConfigUpdate(this.desired, u);
+      this.merge(u);
       if (u.snapshot) this.snapshots++;
       else this.updates++;
       this.opts.onUpdate?.(u, performance.now());
@@ -86,6 +86,22 @@ export class SimAgent {
       };
       poll();
     });
+  }
+
+  private merge(u: ConfigUpdate): void {
+    if (u.snapshot || u.networks.length > 0 || u.removedNetworks.length > 0) {
+      this.desired = applyConfigUpdate(this.desired, u);
+      return;
+    }
+    // Peer-only deltas are merged in place: benchmarks run 1000 agents that each
+    // get 1000 updates, and the agent's copy-on-write merge would dominate.
+    for (const p of u.peerUpdates) {
+      const peers = this.desired.networks.get(p.network)?.peers;
+      if (!peers || !p.peer) continue;
+      if (p.removed) peers.delete(p.peer.nodeName);
+      else peers.set(p.peer.nodeName, p.peer);
+    }
+    this.desired.revision = Math.max(this.desired.revision, u.revision);
   }
 
   send(msg: AgentMessage): void {
