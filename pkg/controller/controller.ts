@@ -1,12 +1,13 @@
 import os from "node:os";
 import * as grpc from "@grpc/grpc-js";
-import { AgentMessage, ControllerService } from "../api/index.js";
+import { AgentMessage, ConfigUpdate, ControllerService } from "../api/index.js";
 import { newLogger, type Logger } from "../log/index.js";
 import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
 import { Store } from "../store/index.js";
 import { collectGarbage, Leadership } from "./leader.js";
 import { controllerMetrics } from "./metrics.js";
 import { Change, Model } from "./model.js";
+import { KubeMode, type KubePort } from "./kube-mode.js";
 import { Sessions } from "./sessions.js";
 import { ModelSync } from "./sync.js";
 
@@ -35,6 +36,8 @@ export interface ControllerOptions {
   gcIntervalMs?: number;
   /** TTL of the leader key; a dead leader is replaced after about this long. */
   leaderTtlSeconds?: number;
+  /** Kubernetes mode: networks from OverlayNetwork objects, node labels and existence from Node objects. */
+  kube?: KubePort;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
 }
@@ -77,27 +80,29 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const model = new Model();
 
   let sessions: Sessions | undefined;
+  let leadership: Leadership | undefined;
+  const kubeMode = opts.kube ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log }) : undefined;
   let pending: Change | undefined;
   const flush = () => {
     const change = pending;
     pending = undefined;
     if (change && sessions) sessions.broadcast(change);
+    kubeMode?.onModelChange();
   };
   // Coalesce the watch responses of one event-loop turn (or of a window, when
   // configured) into one fan-out, so a burst of changes costs each agent one update.
   const fanoutWindowMs = opts.fanoutWindowMs ?? DEFAULT_FANOUT_WINDOW_MS;
   const onChange = (change: Change) => {
-    if (!pending) {
-      pending = change;
-      if (fanoutWindowMs > 0) setTimeout(flush, fanoutWindowMs);
-      else setImmediate(flush);
-    } else pending.merge(change);
+    if (pending) return pending.merge(change);
+    pending = change;
+    if (fanoutWindowMs > 0) setTimeout(flush, fanoutWindowMs);
+    else setImmediate(flush);
   };
 
   let metrics: ReturnType<typeof controllerMetrics>;
   const sync = new ModelSync(store, model, onChange, log, () => metrics?.watchRestarts.inc());
   metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0);
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
   const metricsServer: MetricsServer | undefined = opts.metricsAddr
     ? await startMetricsServer(opts.metricsAddr, registry, { ready: () => sync.loaded })
@@ -118,21 +123,23 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   let gcTimer: NodeJS.Timeout | undefined;
   const runGc = async () => {
     try {
-      const n = await collectGarbage(store, leadership.lease, log);
+      const n = await collectGarbage(store, leadership!.lease, log);
       if (n > 0) metrics.gcDeleted.inc(n);
     } catch (err) {
       log.warn({ err: String(err) }, "garbage collection failed");
     }
   };
-  const leadership = new Leadership(store, identity, opts.leaderTtlSeconds ?? 10, log, (leading) => {
+  leadership = new Leadership(store, identity, opts.leaderTtlSeconds ?? 10, log, (leading) => {
     metrics.isLeader.set(leading ? 1 : 0);
     clearInterval(gcTimer);
     if (leading) {
       void runGc();
       gcTimer = setInterval(runGc, opts.gcIntervalMs ?? 60_000);
     }
+    kubeMode?.onLeadership();
   });
   leadership.start();
+  kubeMode?.start(sessions);
 
   let stopped = false;
   return {
@@ -140,16 +147,17 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     metricsPort: metricsServer?.port,
     model,
     registry,
-    isLeader: () => leadership.isLeader,
+    isLeader: () => !!leadership?.isLeader,
     connectedAgents: () => sessions?.count ?? 0,
     async stop() {
       if (stopped) return;
       stopped = true;
       clearInterval(gcTimer);
+      await kubeMode?.stop();
       sessions?.closeAll();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       server.forceShutdown();
-      await leadership.stop();
+      await leadership!.stop();
       await sync.stop();
       await metricsServer?.close();
       await store.close();
@@ -157,6 +165,8 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     },
   };
 }
+
+const encoded = new WeakMap<ConfigUpdate, Buffer>();
 
 /**
  * The generated service, except that a message that does not decode reaches
@@ -173,6 +183,15 @@ function lenientService(): grpc.ServiceDefinition {
         } catch (err) {
           return { msg: undefined, malformed: (err as Error).message };
         }
+      },
+      // One delta object is often shared by hundreds of streams (see Sessions.broadcast): encode it once.
+      responseSerialize: (value: ConfigUpdate) => {
+        let bytes = encoded.get(value);
+        if (!bytes) {
+          bytes = Buffer.from(ConfigUpdate.encode(value).finish());
+          encoded.set(value, bytes);
+        }
+        return bytes;
       },
     },
   };

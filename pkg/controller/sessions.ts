@@ -21,6 +21,11 @@ export interface SessionDeps {
   leaseTtlSeconds: number;
   /** With mTLS: the client certificate's CN must equal the node name. */
   requireCertificateName: boolean;
+  /**
+   * Where node labels come from (Kubernetes mode: the Node object, which also
+   * must exist). Returns the labels to use, or a string saying why the node may not join.
+   */
+  nodeLabels?: (node: string, fromAgent: Record<string, string>) => Record<string, string> | string;
 }
 
 type Call = grpc.ServerDuplexStream<AgentMessage, ConfigUpdate>;
@@ -45,6 +50,8 @@ class Session implements NodeContext {
   closed = false;
   sentRevision = 0;
   ackedRevision = 0;
+  private appliedRecorded = false;
+  private lastRequest?: JoinRequest;
   /** Send times of updates not yet acknowledged, oldest first. */
   private inFlight: { revision: number; at: number }[] = [];
   private renewTimer?: NodeJS.Timeout;
@@ -77,6 +84,15 @@ class Session implements NodeContext {
     if (error) this.log.warn({ node: this.node, revision, error }, "agent could not apply its config");
     if (revision <= this.ackedRevision) return;
     this.ackedRevision = revision;
+    if (!error && !this.appliedRecorded && this.ready) {
+      this.appliedRecorded = true;
+      if (!this.deps.model.nodes.get(this.node)?.appliedAt) {
+        this.deps.store.markNodeApplied(this.node).catch((err) => {
+          this.appliedRecorded = false;
+          this.log.warn({ node: this.node, err: String(err) }, "could not record that the node applied its config");
+        });
+      }
+    }
     const now = performance.now();
     while (this.inFlight.length > 0 && this.inFlight[0].revision <= revision) {
       this.deps.metrics.pushLatency.observe((now - this.inFlight.shift()!.at) / 1000);
@@ -219,6 +235,15 @@ class Session implements NodeContext {
     return model.memberNetworks(this.labels).some((n) => !model.subnetOf(this.node, n.name) && !this.errors.has(n.name));
   }
 
+  /** Re-registers with new labels (Kubernetes: the Node's labels changed); membership follows. */
+  async relabel(labels: Record<string, string>): Promise<void> {
+    if (!this.ready || this.closed || JSON.stringify(labels) === JSON.stringify(this.labels)) return;
+    this.labels = labels;
+    if (this.lastRequest) this.lastRequest = { ...this.lastRequest, labels };
+    await this.register(this.lastRequest);
+    await this.ensureLeases();
+  }
+
   async handleJoin(req: JoinRequest): Promise<void> {
     const problems = joinRequestProblems(req);
     if (problems.length > 0) throw new StreamError(grpc.status.INVALID_ARGUMENT, problems.join("; "));
@@ -231,10 +256,13 @@ class Session implements NodeContext {
     if (this.node && this.node !== req.nodeName) {
       throw new StreamError(grpc.status.INVALID_ARGUMENT, `node_name: a stream stays one node ("${this.node}"), got "${req.nodeName}"`);
     }
+    const labels = this.deps.nodeLabels ? this.deps.nodeLabels(req.nodeName, req.labels) : req.labels;
+    if (typeof labels === "string") throw new StreamError(grpc.status.FAILED_PRECONDITION, labels);
     const first = !this.node;
-    const labelsChanged = JSON.stringify(this.labels) !== JSON.stringify(req.labels);
+    const labelsChanged = JSON.stringify(this.labels) !== JSON.stringify(labels);
     this.node = req.nodeName;
-    this.labels = req.labels;
+    this.labels = labels;
+    this.lastRequest = { ...req, labels };
     this.uplinkMtu = req.uplinkMtu;
     this.previousSubnets = req.previousSubnets;
     const revision = await this.register(req);
@@ -329,6 +357,8 @@ export class Sessions {
   /** Tells every ready session what `change` means for it. */
   broadcast(change: Change): void {
     const { model } = this.deps;
+    // Most agents get the same peer-only delta; sharing one object lets it be encoded once.
+    const shared = new Map<string, ConfigUpdate>();
     for (const s of this.byNode.values()) {
       if (!s.ready || s.closed) continue;
       if (change.nodes.has(s.node) && !model.nodes.has(s.node)) {
@@ -336,7 +366,11 @@ export class Sessions {
         s.fail(new StreamError(grpc.status.UNAVAILABLE, "node registration was deleted; join again"));
         continue;
       }
-      const update = s.view.delta(model, s, change);
+      let update = s.view.delta(model, s, change);
+      if (update && update.networks.length === 0 && update.removedNetworks.length === 0) {
+        const key = update.peerUpdates.map((u) => `${u.network}/${u.peer?.nodeName}/${u.removed ? "-" : "+"}`).join(",");
+        update = shared.get(key) ?? (shared.set(key, update), update);
+      }
       if (update) s.send(update);
       if ((change.networks.size > 0 || change.peers.size > 0 || change.nodes.has(s.node)) && s.missingLeases()) {
         void s.ensureLeases().catch((err) => s.fail(err));
@@ -345,6 +379,17 @@ export class Sessions {
         void s.ensureLeases().catch((err) => s.fail(err));
       }
     }
+  }
+
+  /** Applies new labels to a node's session, if it has one here. */
+  relabel(node: string, labels: Record<string, string>): void {
+    const s = this.byNode.get(node);
+    if (s) s.relabel(labels).catch((err) => s.fail(err));
+  }
+
+  /** Ends a node's stream (Kubernetes: its Node object was deleted). */
+  disconnect(node: string, why: string): void {
+    this.byNode.get(node)?.fail(new StreamError(grpc.status.FAILED_PRECONDITION, why));
   }
 
   /** Ends every stream (controller shutdown): agents fail over to another replica. */

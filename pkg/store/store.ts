@@ -261,6 +261,20 @@ export class Store {
     throw new ConflictError(`node ${name}: too many concurrent changes, try again`);
   }
 
+  /** Records that the node's agent has applied a config (once; later calls change nothing). */
+  async markNodeApplied(name: string): Promise<void> {
+    const nodeKey = this.keys.node(name);
+    for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+      const kv = await this.getKv(nodeKey, "get_node");
+      if (!kv) return;
+      const record = decode<NodeRecord>(kv);
+      if (record.appliedAt) return;
+      const res = await this.txn("mark_applied", [modIs(nodeKey, Number(kv.mod_revision))], [put(nodeKey, { ...record, appliedAt: new Date().toISOString() }, String(kv.lease ?? "0"))]);
+      if (res.succeeded) return;
+    }
+    throw new ConflictError(`node ${name}: too many concurrent changes, try again`);
+  }
+
   /** Everything under the prefix at one revision. */
   async snapshot(): Promise<Snapshot> {
     const { kvs, revision } = await this.rangePrefix(this.keys.prefix, "snapshot");
@@ -373,6 +387,7 @@ export class Store {
         vtepMacs: { ...(old?.vtepMacs ?? {}), ...reg.vtepMacs },
         subnets: { ...(old?.subnets ?? {}) },
         lastSeen: now,
+        ...(old?.appliedAt ? { appliedAt: old.appliedAt } : {}),
       };
       const compare: ICompare[] = [kv ? modIs(nodeKey, Number(kv.mod_revision)) : absent(nodeKey)];
       const ops: IRequestOp[] = [put(nodeKey, record, leaseId)];

@@ -37,6 +37,8 @@ export interface NodeRecord {
   subnets: Record<string, string>;
   /** ISO time of the last Join. */
   lastSeen: string;
+  /** ISO time the agent first acknowledged a config: its networking is up (Kubernetes: NetworkUnavailable=False). */
+  appliedAt?: string;
 }
 
 /** leases/<network>/<subnet>: one node's subnet in one network. */

@@ -1,0 +1,139 @@
+// The CNI side of Weft: the conflist an agent writes for its default network
+// (bridge + host-local + portmap), and invoking the plugins of a conflist the
+// way a container runtime does (the lab and tests attach pod namespaces so).
+import fs from "node:fs/promises";
+import path from "node:path";
+import { execa } from "execa";
+import { formatCidr, hostAddress, parseCidr } from "../ip/index.js";
+
+export const CONFLIST_NAME = "10-weft.conflist";
+export const CNI_VERSION = "1.0.0";
+export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
+
+/** What the conflist needs to know about a network on this node. */
+export interface CniNetwork {
+  name: string;
+  vni: number;
+  subnet: string;
+  /** Effective overlay MTU (pods' interfaces get it). */
+  mtu: number;
+}
+
+export function buildConflist(net: CniNetwork, stateDir: string): Record<string, unknown> {
+  const subnet = parseCidr(net.subnet);
+  return {
+    cniVersion: CNI_VERSION,
+    name: `weft-${net.name}`,
+    plugins: [
+      {
+        type: "bridge",
+        bridge: `weftbr${net.vni}`,
+        isGateway: true,
+        ipMasq: false, // Weft's own NAT chain masquerades
+        hairpinMode: true,
+        mtu: net.mtu,
+        ipam: {
+          type: "host-local",
+          ranges: [[{ subnet: formatCidr(subnet), gateway: hostAddress(subnet, 1) }]],
+          routes: [{ dst: "0.0.0.0/0" }],
+          dataDir: path.join(stateDir, "cni", "networks"),
+        },
+      },
+      { type: "portmap", capabilities: { portMappings: true }, snat: true },
+    ],
+  };
+}
+
+/** Writes atomically (temp file + rename); unchanged content is not rewritten. Returns whether it wrote. */
+export async function writeConflist(dir: string, conflist: object, name = CONFLIST_NAME): Promise<boolean> {
+  const file = path.join(dir, name);
+  const text = JSON.stringify(conflist, null, 2) + "\n";
+  const old = await fs.readFile(file, "utf8").catch(() => undefined);
+  if (old === text) return false;
+  await fs.mkdir(dir, { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, text, { mode: 0o644 });
+  await fs.rename(tmp, file);
+  return true;
+}
+
+export async function removeConflist(dir: string, name = CONFLIST_NAME): Promise<boolean> {
+  try {
+    await fs.rm(path.join(dir, name));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface CniInvocation {
+  conflistPath: string;
+  /** e.g. /var/run/netns/NAME */
+  netnsPath: string;
+  containerId: string;
+  ifName?: string;
+  binDir?: string;
+}
+
+export interface CniAddResult {
+  /** The pod's IPv4 address, without prefix. */
+  ip: string;
+  mac?: string;
+  raw: Record<string, unknown>;
+}
+
+async function callPlugin(binDir: string, command: "ADD" | "DEL", inv: CniInvocation, config: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const res = await execa(path.join(binDir, String(config.type)), [], {
+    input: JSON.stringify(config),
+    reject: false,
+    env: {
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: inv.containerId,
+      CNI_NETNS: inv.netnsPath,
+      CNI_IFNAME: inv.ifName ?? "eth0",
+      CNI_PATH: binDir,
+    },
+  });
+  const out = String(res.stdout).trim();
+  if (res.exitCode !== 0) {
+    let msg = String(res.stderr) || out;
+    try {
+      const e = JSON.parse(out) as { msg?: string; details?: string };
+      msg = [e.msg, e.details].filter(Boolean).join(": ");
+    } catch {
+      /* not JSON */
+    }
+    throw new Error(`CNI ${command} ${config.type}: ${msg}`);
+  }
+  return out ? (JSON.parse(out) as Record<string, unknown>) : {};
+}
+
+async function readConflist(file: string): Promise<{ name: string; cniVersion: string; plugins: Record<string, unknown>[] }> {
+  return JSON.parse(await fs.readFile(file, "utf8"));
+}
+
+/** ADD through every plugin of the conflist in order, chaining prevResult (CNI spec). */
+export async function cniAdd(inv: CniInvocation): Promise<CniAddResult> {
+  const list = await readConflist(inv.conflistPath);
+  const binDir = inv.binDir ?? DEFAULT_CNI_BIN_DIR;
+  let prev: Record<string, unknown> | undefined;
+  for (const plugin of list.plugins) {
+    const config = { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(prev ? { prevResult: prev } : {}), ...(plugin.type === "portmap" ? { runtimeConfig: { portMappings: [] } } : {}) };
+    prev = await callPlugin(binDir, "ADD", inv, config);
+  }
+  const ips = (prev?.ips ?? []) as { address: string; interface?: number }[];
+  const ifaces = (prev?.interfaces ?? []) as { name: string; mac?: string; sandbox?: string }[];
+  const v4 = ips.find((i) => !i.address.includes(":"));
+  if (!v4) throw new Error(`CNI ADD: no IPv4 address in result ${JSON.stringify(prev)}`);
+  const iface = v4.interface !== undefined ? ifaces[v4.interface] : ifaces.find((i) => i.sandbox);
+  return { ip: v4.address.split("/")[0], mac: iface?.mac, raw: prev! };
+}
+
+/** DEL through the plugins in reverse order; tolerant of what is already gone (CNI spec). */
+export async function cniDel(inv: CniInvocation): Promise<void> {
+  const list = await readConflist(inv.conflistPath);
+  const binDir = inv.binDir ?? DEFAULT_CNI_BIN_DIR;
+  for (const plugin of [...list.plugins].reverse()) {
+    await callPlugin(binDir, "DEL", inv, { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(plugin.type === "portmap" ? { runtimeConfig: { portMappings: [] } } : {}) });
+  }
+}

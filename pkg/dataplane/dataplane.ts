@@ -1,0 +1,208 @@
+// Makes one node's kernel match a NodeDesired: read back, diff, write only the
+// difference in three batches, then NAT/filter rules and the CNI conflist.
+import fs from "node:fs/promises";
+import path from "node:path";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { buildConflist, removeConflist, writeConflist } from "../cni/index.js";
+import type { Logger } from "../log/index.js";
+import { Backoff, sleep } from "../retry/index.js";
+import { CommandError, Runner } from "./exec.js";
+import { parseSave, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
+import { effectiveMtu, entryCounts, isWeftLink, partialPeerCleanup, planChanges, planSize, vxlanName, type KernelState } from "./plan.js";
+import { readKernel } from "./read.js";
+import type { ApplyReason, ApplyReport, NodeDesired } from "./types.js";
+
+export interface DataplaneOptions {
+  log: Logger;
+  /** Registers the weft_agent_* kernel metrics here when given. */
+  registry?: Registry;
+  /** Run every command in this named network namespace (tests, lab, benchmarks); absent: the current one. */
+  netns?: string;
+  /** Where 10-weft.conflist goes. */
+  cniConfDir: string;
+  /** host-local IPAM data goes under `${stateDir}/cni`. */
+  stateDir: string;
+  /** flannel#1279: turn off tx checksum offload on VXLAN devices (old kernels with --random-fully). */
+  disableTxChecksumOffload?: boolean;
+  /** Attempts per apply before giving up (netlink can fail transiently, e.g. ENOBUFS). */
+  attempts?: number;
+}
+
+interface Metrics {
+  entries: Gauge;
+  duration: Histogram;
+  failures: Counter;
+  repairs: Counter;
+  lastSuccess: Gauge;
+}
+
+function registerMetrics(registry: Registry): Metrics {
+  return {
+    entries: new Gauge({ name: "weft_agent_kernel_entries", help: "Kernel objects Weft holds on this node, by kind", labelNames: ["kind"], registers: [registry] }),
+    duration: new Histogram({ name: "weft_agent_apply_duration_seconds", help: "Time to read, diff and program the kernel", labelNames: ["reason"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
+    failures: new Counter({ name: "weft_agent_apply_failures_total", help: "Applies that failed after retries", registers: [registry] }),
+    repairs: new Counter({ name: "weft_agent_drift_repairs_total", help: "Kernel entries restored or removed by a periodic resync (drift), by kind", labelNames: ["kind"], registers: [registry] }),
+    lastSuccess: new Gauge({ name: "weft_agent_last_apply_success_timestamp_seconds", help: "Unix time of the last successful apply", registers: [registry] }),
+  };
+}
+
+export class Dataplane {
+  private readonly run: Runner;
+  private readonly log: Logger;
+  private readonly metrics?: Metrics;
+  private last?: NodeDesired;
+  private forwardingChecked = false;
+
+  constructor(private readonly opts: DataplaneOptions) {
+    this.run = new Runner(opts.netns);
+    this.log = opts.log;
+    this.metrics = opts.registry ? registerMetrics(opts.registry) : undefined;
+  }
+
+  /** Interface holding the default route. */
+  static async defaultUplink(netns?: string): Promise<string> {
+    const routes = await new Runner(netns).json<{ dst: string; dev?: string }>("ip", "route", "show", "default");
+    const dev = routes.find((r) => r.dev)?.dev;
+    if (!dev) throw new Error("no default route: give --uplink");
+    return dev;
+  }
+
+  static async interfaceInfo(name: string, netns?: string): Promise<{ mtu: number; ipv4?: string; mac: string }> {
+    const [link] = await new Runner(netns).json<{ mtu: number; address: string; addr_info?: { family: string; local: string }[] }>("ip", "addr", "show", "dev", name);
+    if (!link) throw new Error(`interface ${name} not found`);
+    return { mtu: link.mtu, mac: link.address, ipv4: link.addr_info?.find((a) => a.family === "inet")?.local };
+  }
+
+  async apply(desired: NodeDesired, reason: ApplyReason = "update"): Promise<ApplyReport> {
+    const t0 = performance.now();
+    const attempts = this.opts.attempts ?? 4;
+    const backoff = new Backoff(50, 1000);
+    const byKind: Record<string, number> = {};
+    const add = (k: string, n: number) => n > 0 && (byKind[k] = (byKind[k] ?? 0) + n);
+    let lastErr: unknown;
+    try {
+      const uplinkMtu = (await Dataplane.interfaceInfo(desired.uplink, this.opts.netns)).mtu;
+      for (let attempt = 1; attempt <= attempts; attempt++) {
+        const actual = await readKernel(this.run);
+        const plan = planChanges(desired, actual, uplinkMtu);
+        if (planSize(plan) === 0) {
+          lastErr = undefined;
+          this.updateEntryMetrics(actual);
+          break;
+        }
+        try {
+          await this.run.batch("ip", plan.ip1);
+          await this.run.batch("bridge", plan.bridge);
+          await this.run.batch("ip", plan.ip2);
+          for (const [k, n] of Object.entries(plan.byKind)) add(k, n);
+          lastErr = undefined;
+          // Read back once more: the next loop turn verifies (and normally finds nothing to do).
+        } catch (err) {
+          lastErr = err;
+          this.log.warn({ attempt, err: String(err) }, "kernel batch failed; re-reading and retrying");
+          await sleep(backoff.next());
+        }
+      }
+      if (lastErr) {
+        await this.removePartialPeers();
+        throw lastErr;
+      }
+      await this.applyForwarding(reason);
+      add("rule", await this.applyRules(desired));
+      add("file", await this.applyConflist(desired, uplinkMtu));
+      if (this.opts.disableTxChecksumOffload) await this.disableOffload(desired);
+      this.last = desired;
+      const changes = Object.values(byKind).reduce((a, b) => a + b, 0);
+      if (reason === "resync") for (const [k, n] of Object.entries(byKind)) this.metrics?.repairs.inc({ kind: k }, n);
+      const durationMs = performance.now() - t0;
+      this.metrics?.duration.observe({ reason }, durationMs / 1000);
+      this.metrics?.lastSuccess.set(Date.now() / 1000);
+      return { changes, byKind, durationMs };
+    } catch (err) {
+      this.metrics?.failures.inc();
+      throw err;
+    }
+  }
+
+  /** network name -> MAC of its VXLAN device, for networks last applied whose device exists. */
+  async vtepMacs(): Promise<Record<string, string>> {
+    const links = await this.run.json<{ ifname: string; address: string }>("ip", "link", "show");
+    const byName = new Map(links.map((l) => [l.ifname, l.address]));
+    const out: Record<string, string> = {};
+    for (const n of this.last?.networks ?? []) {
+      const mac = byName.get(vxlanName(n.vni));
+      if (mac) out[n.name] = mac.toLowerCase();
+    }
+    return out;
+  }
+
+  /** Removes every device, rule and file Weft created on this node. Idempotent. */
+  async cleanup(): Promise<void> {
+    const actual = await readKernel(this.run);
+    const dels = [...actual.links.keys()].filter(isWeftLink).map((n) => `link del dev ${n}`);
+    await this.run.batch("ip", dels);
+    const save = await this.run.iptablesSave().catch(() => "");
+    const saved = parseSave(save);
+    if (saved.jumps.nat + saved.jumps.filter + saved.chains.nat.size + saved.chains.filter.size > 0) {
+      await this.run.iptablesRestore(removalScript(saved, save));
+    }
+    await removeConflist(this.opts.cniConfDir);
+    await fs.rm(path.join(this.opts.stateDir, "cni"), { recursive: true, force: true });
+    this.last = undefined;
+    this.log.info({ devices: dels.length }, "dataplane cleaned up");
+  }
+
+  private updateEntryMetrics(actual: KernelState): void {
+    if (!this.metrics) return;
+    for (const [kind, n] of Object.entries(entryCounts(actual))) this.metrics.entries.set({ kind }, n);
+  }
+
+  private async removePartialPeers(): Promise<void> {
+    try {
+      const { ip } = partialPeerCleanup(await readKernel(this.run));
+      if (ip.length > 0) {
+        // -force semantics by hand: one line at a time so one failure does not keep the rest.
+        for (const line of ip) await this.run.batch("ip", [line]).catch(() => undefined);
+        this.log.warn({ removed: ip.length }, "removed half-applied peer entries after a failed apply");
+      }
+    } catch (err) {
+      this.log.warn({ err: String(err) }, "could not check for half-applied peers");
+    }
+  }
+
+  private async applyForwarding(reason: ApplyReason): Promise<void> {
+    if (this.forwardingChecked && reason !== "resync") return;
+    if ((await this.run.sysctl("net.ipv4.ip_forward")) !== "1") {
+      await this.run.setSysctl("net.ipv4.ip_forward", "1");
+      this.log.info("enabled net.ipv4.ip_forward");
+    }
+    this.forwardingChecked = true;
+  }
+
+  /** Rewrites Weft's chains when they differ from what the networks need; returns 1 if it wrote. */
+  private async applyRules(desired: NodeDesired): Promise<number> {
+    const want = renderRules(desired.networks.filter((n) => n.mode === "routed"));
+    const saved = parseSave(await this.run.iptablesSave());
+    if (rulesMatch(saved, want)) return 0;
+    await this.run.iptablesRestore(restoreScript(want, saved));
+    return 1;
+  }
+
+  private async applyConflist(desired: NodeDesired, uplinkMtu: number): Promise<number> {
+    const routed = desired.networks.filter((n) => n.mode === "routed");
+    const def = routed.find((n) => n.isDefault) ?? (routed.length === 1 ? routed[0] : undefined);
+    if (!def) return (await removeConflist(this.opts.cniConfDir)) ? 1 : 0;
+    const conflist = buildConflist({ name: def.name, vni: def.vni, subnet: def.subnet, mtu: effectiveMtu(def, uplinkMtu) }, this.opts.stateDir);
+    return (await writeConflist(this.opts.cniConfDir, conflist)) ? 1 : 0;
+  }
+
+  private async disableOffload(desired: NodeDesired): Promise<void> {
+    for (const n of desired.networks) {
+      if (!(await this.run.tryRun("ethtool", "-K", vxlanName(n.vni), "tx-checksum-ip-generic", "off"))) {
+        this.log.warn({ device: vxlanName(n.vni) }, "could not turn off tx checksum offload (is ethtool installed?)");
+      }
+    }
+  }
+}
+
+export { CommandError };

@@ -1,0 +1,87 @@
+// Reading back what the kernel holds for Weft, as JSON, in five spawns run side by side.
+import { isWeftLink, VXLAN_PREFIX, type KernelState, type LinkState } from "./plan.js";
+import type { Runner } from "./exec.js";
+
+interface IpLink {
+  ifname: string;
+  mtu: number;
+  address?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean } };
+}
+interface IpAddr {
+  ifname: string;
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+interface IpNeigh {
+  dst: string;
+  dev: string;
+  lladdr?: string;
+  state?: string[];
+}
+interface BridgeFdb {
+  mac: string;
+  ifname?: string;
+  dev?: string;
+  dst?: string;
+}
+interface IpRoute {
+  dst: string;
+  dev?: string;
+  gateway?: string;
+  protocol?: string;
+}
+
+export async function readKernel(run: Runner): Promise<KernelState> {
+  const [links, addrs, neighs, fdbs, routes] = await Promise.all([
+    run.json<IpLink>("ip", "-d", "link", "show"),
+    run.json<IpAddr>("ip", "-4", "addr", "show"),
+    run.json<IpNeigh>("ip", "neigh", "show", "nud", "permanent"),
+    run.json<BridgeFdb>("bridge", "fdb", "show"),
+    run.json<IpRoute>("ip", "route", "show"),
+  ]);
+  return parseKernel(links, addrs, neighs, fdbs, routes);
+}
+
+/** Pure: the JSON of `ip`/`bridge` to a KernelState of Weft's objects only. */
+export function parseKernel(links: IpLink[], addrs: IpAddr[], neighs: IpNeigh[], fdbs: BridgeFdb[], routes: IpRoute[]): KernelState {
+  const state: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map() };
+  const addrsOf = new Map(addrs.map((a) => [a.ifname, (a.addr_info ?? []).filter((i) => i.family === "inet").map((i) => `${i.local}/${i.prefixlen}`)]));
+  for (const l of links) {
+    if (!isWeftLink(l.ifname)) continue;
+    const info = l.linkinfo?.info_data;
+    const kind = l.linkinfo?.info_kind ?? "";
+    const link: LinkState = {
+      name: l.ifname,
+      kind,
+      mtu: l.mtu,
+      mac: (l.address ?? "").toLowerCase(),
+      up: (l.flags ?? []).includes("UP"),
+      addrs: addrsOf.get(l.ifname) ?? [],
+    };
+    if (kind === "vxlan" && info) link.vxlan = { id: info.id ?? 0, local: info.local ?? "", link: info.link ?? "", port: info.port ?? 0, learning: info.learning ?? true };
+    state.links.set(l.ifname, link);
+  }
+  const ours = (dev: string | undefined): dev is string => !!dev && dev.startsWith(VXLAN_PREFIX) && state.links.has(dev);
+  for (const n of neighs) {
+    if (!ours(n.dev) || !n.lladdr) continue;
+    let m = state.neigh.get(n.dev);
+    if (!m) state.neigh.set(n.dev, (m = new Map()));
+    m.set(n.dst, n.lladdr.toLowerCase());
+  }
+  for (const f of fdbs) {
+    const dev = f.ifname ?? f.dev;
+    if (!ours(dev) || !f.dst) continue;
+    let m = state.fdb.get(dev);
+    if (!m) state.fdb.set(dev, (m = new Map()));
+    const mac = f.mac.toLowerCase();
+    m.set(mac, [...(m.get(mac) ?? []), f.dst]);
+  }
+  for (const r of routes) {
+    if (!ours(r.dev) || !r.gateway || r.protocol === "kernel") continue;
+    let m = state.routes.get(r.dev);
+    if (!m) state.routes.set(r.dev, (m = new Map()));
+    m.set(r.dst, r.gateway);
+  }
+  return state;
+}
