@@ -83,6 +83,7 @@ export class Agent {
   private sentMacs = "";
   private lastSkipped = "";
   private readyFlag = false;
+  private everConnected = false;
   private applied = 0;
   private started = false;
 
@@ -189,11 +190,12 @@ export class Agent {
       reconnectCapMs: opts.reconnectCapMs,
       snapshotTimeoutMs: opts.snapshotTimeoutMs,
       onUpdate: (u, s) => this.onUpdate(u, s),
-      onConnected: () => this.metrics.controllerConnected.set(1),
-      onDisconnected: (s) => {
-        this.metrics.controllerConnected.set(0);
-        if (s.epoch > 1) this.metrics.reconnects.inc();
+      onConnected: () => {
+        this.metrics.controllerConnected.set(1);
+        if (this.everConnected) this.metrics.reconnects.inc();
+        this.everConnected = true;
       },
+      onDisconnected: () => this.metrics.controllerConnected.set(0),
     });
     this.connection.start();
     log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls }, "agent started");

@@ -18,7 +18,7 @@ export function agentMetrics(registry: Registry): AgentMetrics {
   const controllerConnected = new prom.Gauge({ name: "weft_agent_controller_connected", help: "1 while a Join stream to a controller is open and has delivered its snapshot", registers: [registry] });
   const appliedRevision = new prom.Gauge({ name: "weft_agent_applied_revision", help: "Controller revision of the config last programmed into the kernel", registers: [registry] });
   const peers = new prom.Gauge({ name: "weft_agent_peers", help: "Remote nodes programmed, per network", labelNames: ["network"] as const, registers: [registry] });
-  const reconnects = new prom.Counter({ name: "weft_agent_reconnects_total", help: "Join streams opened after the first one", registers: [registry] });
+  const reconnects = new prom.Counter({ name: "weft_agent_reconnects_total", help: "Join streams that delivered a snapshot after the first one did (reconnections to a controller)", registers: [registry] });
   const updates = new prom.Counter({ name: "weft_agent_config_updates_total", help: "Config updates received from the controller, by kind (snapshot, delta)", labelNames: ["kind"] as const, registers: [registry] });
   const networksSkipped = new prom.Gauge({ name: "weft_agent_networks_unprogrammed", help: "Networks the node belongs to but cannot program (no subnet, invalid config); see the log for why", registers: [registry] });
   let known = new Set<string>();

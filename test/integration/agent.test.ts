@@ -8,12 +8,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
-import { Agent, cleanupNode, loadState, statePath } from "../../pkg/agent/index.js";
+import { CONFLIST_NAME } from "../../pkg/cni/index.js";
+import { Agent, loadState, statePath, type TlsFiles } from "../../pkg/agent/index.js";
 import { startController, type RunningController } from "../../pkg/controller/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
-import { newRegistry } from "../../pkg/metrics/index.js";
+import { newRegistry, type Registry } from "../../pkg/metrics/index.js";
 import { Store } from "../../pkg/store/index.js";
+import { Dataplane } from "../../pkg/dataplane/index.js";
+import { makePki } from "../harness/certs.js";
 import { useEtcd } from "../harness/etcd.js";
 import { netSpec } from "../harness/specs.js";
 
@@ -50,6 +53,17 @@ async function peerEntries(host: Host, peer: { ip: string; subnet: string; mac: 
   };
 }
 
+async function fdbFor(host: Host, peerIp: string): Promise<string[]> {
+  const fdb = await json<{ mac: string; dst?: string }>("bridge", host.netns, "fdb", "show", "dev", DEV);
+  return fdb.filter((f) => f.dst === peerIp).map((f) => f.mac);
+}
+
+async function metric(registry: Registry, name: string): Promise<number> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return 0;
+  return (await m.get()).values.reduce((s, v) => s + v.value, 0);
+}
+
 async function deviceMac(host: Host): Promise<string | undefined> {
   const links = await json<{ address: string }>("ip", host.netns, "link", "show", "dev", DEV);
   return links[0]?.address;
@@ -67,8 +81,8 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
   const controllers: RunningController[] = [];
   const agents: Agent[] = [];
 
-  async function controller(port = 0): Promise<RunningController> {
-    const c = await startController({ etcdEndpoints: [etcd.endpoint], etcdPrefix: PREFIX, listen: `127.0.0.1:${port}`, log: silentLogger() });
+  async function controller(port = 0, tls?: TlsFiles): Promise<RunningController> {
+    const c = await startController({ etcdEndpoints: [etcd.endpoint], etcdPrefix: PREFIX, listen: `127.0.0.1:${port}`, tls, log: silentLogger() });
     controllers.push(c);
     return c;
   }
@@ -78,7 +92,7 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     controllers.splice(controllers.indexOf(c), 1);
   }
 
-  function agent(host: Host, addresses: string[], extra: { metricsAddr?: string; resyncIntervalMs?: number } = {}): Agent {
+  function agent(host: Host, addresses: string[], extra: { metricsAddr?: string; resyncIntervalMs?: number; tls?: TlsFiles } = {}): Agent {
     const a = new Agent({
       nodeName: host.name,
       controllers: addresses,
@@ -87,6 +101,7 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
       stateDir: path.join(host.dir, "state"),
       resyncIntervalMs: extra.resyncIntervalMs ?? 0,
       metricsAddr: extra.metricsAddr,
+      tls: extra.tls,
       log: silentLogger(),
       registry: newRegistry(false),
       reconnectBaseMs: 50,
@@ -172,6 +187,12 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     assert.equal(state?.subnets.blue, subnetA);
     assert.equal(state?.revision, a.appliedRevision);
 
+    // The one network is the default: its conflist points the CNI bridge plugin at Weft's bridge and the node's subnet.
+    const conflist = JSON.parse(fs.readFileSync(path.join(A.dir, "net.d", CONFLIST_NAME), "utf8"));
+    const bridge = conflist.plugins.find((p: { type: string }) => p.type === "bridge");
+    assert.equal(bridge.bridge, `weftbr${VNI}`);
+    assert.match(JSON.stringify(bridge.ipam), new RegExp(subnetA.replace(/\./g, "\\.")));
+
     const base = `http://127.0.0.1:${a.metricsPort}`;
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
     const metrics = await (await fetch(`${base}/metrics`)).text();
@@ -197,13 +218,17 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     await stopAgent(a);
     // Proof the restarted agent applies its saved config: an entry lost while it was down comes back.
     await ip(A.netns, "route", "del", bSubnet, "dev", DEV);
-    const a2 = agent(A, [`127.0.0.1:${port}`]);
+    const a2 = agent(A, [`127.0.0.1:${port}`], { metricsAddr: "127.0.0.1:0" });
     await a2.start();
+    const base = `http://127.0.0.1:${a2.metricsPort}`;
     await waitFor("restored route", async () => (await peerEntries(A, { ip: B.ip, subnet: bSubnet, mac: macB })).route);
     await waitFor("restore apply done", () => a2.idle && a2.lastApplied !== undefined);
     assert.deepEqual(await peerEntries(A, { ip: B.ip, subnet: bSubnet, mac: macB }), { neigh: true, fdb: true, route: true });
     assert.equal(await deviceMac(A), macA);
     assert.equal(a2.ready, false, "not ready: no controller has confirmed this config");
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    assert.equal((await fetch(`${base}/healthz`)).status, 200);
+    assert.match(await (await fetch(`${base}/metrics`)).text(), /^weft_agent_controller_connected 0$/m);
 
     // The device lost with a reboot comes back with the persisted MAC (flannel#1795).
     await ip(A.netns, "link", "del", DEV);
@@ -214,6 +239,10 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     c = await controller(port);
     await waitFor("agents back and converged", async () => a2.ready && a2.controller !== undefined && (await converged(a2, b)));
     assert.equal(c.model.nodes.get("host-a")?.vtepMacs.blue, macA);
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    await waitFor("b to reconnect", () => b.controller !== undefined);
+    assert.equal(await metric(b.registry, "weft_agent_reconnects_total"), 1, "b lost the controller once and came back");
+    assert.equal(await metric(a2.registry, "weft_agent_reconnects_total"), 0, "a2's first stream is no reconnection");
   });
 
   it("fails over to the second controller and keeps converging", async () => {
@@ -231,19 +260,137 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     assert.equal(c2.connectedAgents(), 2);
   });
 
-  it("--cleanup removes the device, its entries and the agent's state", async () => {
+  it("resync restores an FDB entry deleted by hand and counts the repair", async () => {
+    const c = controllers[0] ?? (await controller());
+    const a = agent(A, [`127.0.0.1:${c.port}`], { resyncIntervalMs: 300 });
+    const b = agent(B, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await b.start();
+    await waitFor("converged", () => converged(a, b));
+    const macB = (await deviceMac(B))!;
+    assert.deepEqual(await fdbFor(A, B.ip), [macB]);
+    await execa("bridge", ["-n", A.netns, "fdb", "del", macB, "dev", DEV, "dst", B.ip, "self"]);
+    assert.deepEqual(await fdbFor(A, B.ip), [], "entry really gone");
+    await waitFor("FDB entry restored by the resync", async () => (await fdbFor(A, B.ip)).length === 1);
+    assert.deepEqual(await fdbFor(A, B.ip), [macB]);
+    await waitFor("repair counted", async () => (await metric(a.registry, "weft_agent_drift_repairs_total")) >= 1);
+  });
+
+  it("a peer that comes back with a new VTEP MAC has its neighbour and FDB entries replaced, none left stale", async () => {
+    const c = controllers[0] ?? (await controller());
+    const a = agent(A, [`127.0.0.1:${c.port}`]);
+    let b = agent(B, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await b.start();
+    await waitFor("converged", () => converged(a, b));
+    const oldMac = (await deviceMac(B))!;
+
+    // A reboot without the persisted state: the device comes back with a fresh random MAC.
+    await stopAgent(b);
+    await ip(B.netns, "link", "del", DEV);
+    fs.rmSync(statePath(path.join(B.dir, "state")));
+    b = agent(B, [`127.0.0.1:${c.port}`]);
+    await b.start();
+    await waitFor("b back", async () => b.ready && (await deviceMac(B)) !== undefined);
+    const newMac = (await deviceMac(B))!;
+    assert.notEqual(newMac, oldMac);
+    await waitFor("a to use the new MAC", () => converged(a, b));
+    assert.deepEqual(await fdbFor(A, B.ip), [newMac], "exactly one FDB entry towards b, with the new MAC");
+    const neigh = await json<{ lladdr?: string }>("ip", A.netns, "neigh", "show", "dev", DEV);
+    assert.equal(neigh.filter((n) => n.lladdr === oldMac).length, 0, "no neighbour entry with the old MAC");
+  });
+
+  it("a node removed from the store disappears from the other host's FDB, neighbours and routes", async () => {
+    const c = controllers[0] ?? (await controller());
+    const a = agent(A, [`127.0.0.1:${c.port}`]);
+    const b = agent(B, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await b.start();
+    await waitFor("converged", () => converged(a, b));
+    const peer = { ip: B.ip, subnet: b.lastApplied!.networks[0].subnet, mac: (await deviceMac(B))! };
+    await stopAgent(b);
+    // What `weftctl node remove host-b` does.
+    const store = Store.connect({ endpoints: [etcd.endpoint], prefix: PREFIX });
+    try {
+      assert.equal(await store.removeNode("host-b"), true);
+    } finally {
+      await store.close();
+    }
+    await waitFor("b's entries gone from a", async () => {
+      const e = await peerEntries(A, peer);
+      return !e.neigh && !e.fdb && !e.route;
+    });
+    assert.deepEqual(await fdbFor(A, B.ip), []);
+    await waitFor("the apply that removed them to finish", () => a.idle && a.lastApplied!.networks[0].peers.length === 0);
+    await waitFor("peers gauge follows", async () => (await metric(a.registry, "weft_agent_peers")) === 0);
+  });
+
+  it("entries of a peer removed while the agent was down are gone once it is back (flannel#2554)", async () => {
+    const c = controllers[0] ?? (await controller());
+    let a = agent(A, [`127.0.0.1:${c.port}`]);
+    const b = agent(B, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await b.start();
+    await waitFor("converged", () => converged(a, b));
+    const peer = { ip: B.ip, subnet: b.lastApplied!.networks[0].subnet, mac: (await deviceMac(B))! };
+    await stopAgent(a);
+    await stopAgent(b);
+    const store = Store.connect({ endpoints: [etcd.endpoint], prefix: PREFIX });
+    try {
+      assert.equal(await store.removeNode("host-b"), true);
+    } finally {
+      await store.close();
+    }
+    assert.deepEqual(await peerEntries(A, peer), { neigh: true, fdb: true, route: true }, "a is down: its kernel still holds b");
+    a = agent(A, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await waitFor("a ready", () => a.ready && a.idle);
+    assert.deepEqual(await peerEntries(A, peer), { neigh: false, fdb: false, route: false });
+    assert.deepEqual(await fdbFor(A, B.ip), []);
+  });
+
+  it("joins a controller that requires mTLS with a certificate naming its node", async () => {
+    const pki = makePki();
+    try {
+      const c = await controller(0, { ...pki.server, ca: pki.ca });
+      const a = agent(A, [`127.0.0.1:${c.port}`], { tls: { ...pki.client("host-a"), ca: pki.ca } });
+      await a.start();
+      await waitFor("a ready over mTLS", () => a.ready);
+      assert.equal(a.controller, `127.0.0.1:${c.port}`);
+      await waitFor("controller sees the agent", () => c.connectedAgents() === 1);
+      await stopController(c);
+    } finally {
+      pki.remove();
+    }
+  });
+
+  it("`weft-agent --cleanup` leaves the host with no Weft device, route, rule or file", async () => {
     const c = controllers[0] ?? (await controller());
     const a = agent(A, [`127.0.0.1:${c.port}`]);
     await a.start();
     await waitFor("a ready", () => a.ready);
     await stopAgent(a);
-    assert.ok(fs.existsSync(statePath(path.join(A.dir, "state"))));
-    await cleanupNode({ stateDir: path.join(A.dir, "state"), cniConfDir: path.join(A.dir, "net.d"), netns: A.netns, log: silentLogger() });
-    assert.equal(await deviceMac(A), undefined);
+    const stateDir = path.join(A.dir, "state");
+    const cniConfDir = path.join(A.dir, "net.d");
+    const iptablesSave = async () => (await execa("ip", ["netns", "exec", A.netns, "iptables-save"])).stdout;
+    // Everything the cleanup must remove is there first.
+    assert.ok(fs.existsSync(statePath(stateDir)));
+    assert.ok(fs.existsSync(path.join(cniConfDir, CONFLIST_NAME)));
+    assert.match(await iptablesSave(), /WEFT-POSTRTG/);
+    assert.notEqual(await deviceMac(A), undefined);
+
+    const root = path.resolve(import.meta.dirname, "../..");
+    const run = await execa("ip", ["netns", "exec", A.netns, process.execPath, "--import", "tsx", "cmd/weft-agent/main.ts", "--cleanup", "--state-dir", stateDir, "--cni-conf-dir", cniConfDir, "--log-level", "warn"], { cwd: root, reject: false });
+    assert.equal(run.exitCode, 0, run.stderr);
+
     const links = await json<{ ifname: string }>("ip", A.netns, "link", "show");
-    assert.deepEqual(links.filter((l) => l.ifname.startsWith("weft")), []);
+    assert.deepEqual(links.filter((l) => l.ifname.startsWith("weft")).map((l) => l.ifname), []);
     const routes = await json<{ dst: string }>("ip", A.netns, "route", "show");
     assert.deepEqual(routes.filter((r) => r.dst.startsWith("10.231.")), []);
-    assert.equal(fs.existsSync(statePath(path.join(A.dir, "state"))), false);
+    assert.doesNotMatch(await iptablesSave(), /WEFT|weft:/);
+    assert.equal(fs.existsSync(path.join(cniConfDir, CONFLIST_NAME)), false);
+    assert.equal(fs.existsSync(stateDir), false, "state dir (state file and CNI data) removed");
+    // The underlay is not Weft's: it stays.
+    assert.equal((await Dataplane.interfaceInfo("eth0", A.netns)).ipv4, A.ip);
   });
 });
