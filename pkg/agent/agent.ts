@@ -5,6 +5,7 @@
 import os from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { applyConfigUpdate, emptyDesired, type ConfigUpdate, type DesiredConfig, type JoinRequest } from "../api/index.js";
+import { isIPv4 } from "../ip/index.js";
 import { newLogger, type Logger } from "../log/index.js";
 import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
 import { ApplyLoop, type ApplyItem } from "./apply-loop.js";
@@ -140,6 +141,7 @@ export class Agent {
     }) : undefined;
     const underlayIp = opts.underlayIp ?? info?.ipv4;
     if (!underlayIp) throw new Error(`underlay-ip: not given and uplink ${uplink} has no IPv4 address`);
+    if (!isIPv4(underlayIp)) throw new Error(`underlay-ip: "${underlayIp}" is not an IPv4 address`);
     this.uplinkMtu = info?.mtu ?? 0;
     this.self = { nodeName: this.nodeName, uplink, underlayIp };
 
@@ -269,7 +271,10 @@ export class Agent {
     else this.log.info(logFields, "config applied");
 
     // Devices created just now have MACs the controller (and the state file) must learn.
-    const actual = await this.dataplane!.vtepMacs();
+    const actual = await this.dataplane!.vtepMacs().catch((err) => {
+      this.log.warn({ err: (err as Error).message }, "could not read the VTEP MACs; keeping the known ones");
+      return {} as Record<string, string>;
+    });
     const macs: Record<string, string> = {};
     for (const n of item.desired.networks) {
       const mac = actual[n.name] ?? this.macs[n.name];
@@ -281,7 +286,10 @@ export class Agent {
     this.metrics.setPeers(peerCounts(item.desired));
 
     if (reason === "update" && epoch > 0) {
-      await saveState(this.opts.stateDir, stateFromConfig(item.tag.config, this.macs, this.subnets));
+      // The kernel holds this revision whether or not the file could be written: ack it anyway.
+      await saveState(this.opts.stateDir, stateFromConfig(item.tag.config, this.macs, this.subnets)).catch((err) =>
+        this.log.error({ err: (err as Error).message, stateDir: this.opts.stateDir }, "could not persist the applied config; a restart without a controller would restore an older one"),
+      );
       this.applied = item.revision;
       this.metrics.appliedRevision.set(item.revision);
       this.connection?.ack(epoch, item.revision);

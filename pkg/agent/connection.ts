@@ -44,6 +44,8 @@ export interface ConnectionOptions {
 
 type Call = grpc.ClientDuplexStream<AgentMessage, ConfigUpdate>;
 
+const REFUSALS = new Set<number>([grpc.status.INVALID_ARGUMENT, grpc.status.PERMISSION_DENIED, grpc.status.UNAUTHENTICATED, grpc.status.FAILED_PRECONDITION]);
+
 export class ControllerConnection {
   private readonly policy: ReconnectPolicy;
   private readonly abort = new AbortController();
@@ -119,6 +121,8 @@ export class ControllerConnection {
 
     return new Promise<void>((resolve) => {
       let done = false;
+      /** The controller answered and said no (bad request, wrong certificate): no retry will fix that by itself. */
+      let rejected = false;
       const timeoutMs = this.opts.snapshotTimeoutMs ?? 30_000;
       const snapshotTimer = setTimeout(() => finish(`no snapshot within ${timeoutMs} ms`), timeoutMs);
       const finish = (reason: string) => {
@@ -133,6 +137,7 @@ export class ControllerConnection {
         call.cancel();
         client.close();
         if (hadSnapshot) log.warn({ address, reason }, "disconnected from controller");
+        else if (rejected) log.error({ address, reason }, "controller refused to let this node join; retrying, but this needs fixing");
         else log.warn({ address, reason }, "could not join controller");
         this.opts.onDisconnected?.(info, reason, hadSnapshot);
         resolve();
@@ -154,8 +159,14 @@ export class ControllerConnection {
         }
         this.opts.onUpdate(u, info);
       });
-      call.on("error", (err: grpc.ServiceError) => finish(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`));
-      call.on("status", (s: grpc.StatusObject) => finish(`stream ended: ${grpc.status[s.code] ?? s.code}${s.details ? `: ${s.details}` : ""}`));
+      call.on("error", (err: grpc.ServiceError) => {
+        rejected = REFUSALS.has(err.code);
+        finish(`${grpc.status[err.code] ?? err.code}: ${err.details || err.message}`);
+      });
+      call.on("status", (s: grpc.StatusObject) => {
+        rejected ||= REFUSALS.has(s.code);
+        finish(`stream ended: ${grpc.status[s.code] ?? s.code}${s.details ? `: ${s.details}` : ""}`);
+      });
       call.on("end", () => finish("controller ended the stream"));
       this.write({ msg: { $case: "join", value: this.opts.joinRequest() } });
     });

@@ -73,6 +73,11 @@ export interface CniInvocation {
   containerId: string;
   ifName?: string;
   binDir?: string;
+  /**
+   * Run the plugins inside this named network namespace, the "host" the pod
+   * belongs to (lab, tests). Absent: the current one, as a container runtime does.
+   */
+  hostNetns?: string;
 }
 
 export interface CniAddResult {
@@ -83,7 +88,9 @@ export interface CniAddResult {
 }
 
 async function callPlugin(binDir: string, command: "ADD" | "DEL", inv: CniInvocation, config: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const res = await execa(path.join(binDir, String(config.type)), [], {
+  const plugin = path.join(binDir, String(config.type));
+  const [file, args] = inv.hostNetns ? ["ip", ["netns", "exec", inv.hostNetns, plugin]] : [plugin, []];
+  const res = await execa(file, args, {
     input: JSON.stringify(config),
     reject: false,
     env: {
