@@ -31,7 +31,8 @@ export interface ApplyLoopOptions<T> {
 const NO_CHANGES: ApplyReport = { changes: 0, byKind: {}, durationMs: 0 };
 
 export class ApplyLoop<T = unknown> {
-  private pending?: { item: ApplyItem<T>; reason: ApplyReason };
+  /** What to apply next; a resync without an item means "whatever was applied last, when it starts". */
+  private pending?: { item?: ApplyItem<T>; reason: ApplyReason };
   private applied?: ApplyItem<T>;
   private running?: Promise<void>;
   private retryTimer?: NodeJS.Timeout;
@@ -70,8 +71,9 @@ export class ApplyLoop<T = unknown> {
 
   /** Re-applies the last applied state now (also what the timer does). */
   resync(): void {
-    if (this.stopped || !this.applied || this.pending || this.retryTimer) return;
-    this.pending = { item: this.applied, reason: "resync" };
+    if (this.stopped || !this.applied || this.pending || this.retryTimer || this.running) return;
+    // Not `this.applied` now: an apply may be running, and the resync must not bring back what it replaces.
+    this.pending = { reason: "resync" };
     this.kick();
   }
 
@@ -97,8 +99,10 @@ export class ApplyLoop<T = unknown> {
     // A waiting retry keeps its backoff even when newer state arrives: a
     // failing kernel must not be hammered by a stream of updates.
     if (this.stopped || this.running || this.retryTimer || !this.pending) return;
-    const { item, reason } = this.pending;
+    const { reason } = this.pending;
+    const item = this.pending.item ?? this.applied;
     this.pending = undefined;
+    if (!item) return;
     this.running = this.run(item, reason).finally(() => {
       this.running = undefined;
       this.kick();

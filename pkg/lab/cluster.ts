@@ -293,14 +293,19 @@ export class Cluster {
   }
 
   /** The source address the outside world sees for a TCP connection from `netns`. */
-  async sourceSeenOutside(netns: string, port = 8080): Promise<string> {
-    const server = execa("ip", ["netns", "exec", this.outsideNs, "node", "-e",
-      `const s=require("net").createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(${port},"${OUTSIDE_IP}",()=>console.log("listening"));setTimeout(()=>process.exit(2),10000)`], { reject: false, buffer: true });
+  sourceSeenOutside(netns: string, port = 8080): Promise<string> {
+    return this.sourceSeenBy(this.outsideNs, OUTSIDE_IP, netns, port);
+  }
+
+  /** The source address a TCP server at `serverIp` in `serverNs` sees for a connection from `clientNs`. */
+  async sourceSeenBy(serverNs: string, serverIp: string, clientNs: string, port = 8080): Promise<string> {
+    const server = execa("ip", ["netns", "exec", serverNs, "node", "-e",
+      `const s=require("net").createServer(c=>{console.log(c.remoteAddress);c.end();s.close()});s.listen(${port},"${serverIp}",()=>console.log("listening"));setTimeout(()=>process.exit(2),10000).unref()`], { reject: false, buffer: true });
     await new Promise<void>((resolve, reject) => {
       server.stdout?.on("data", (d: Buffer) => d.toString().includes("listening") && resolve());
       server.catch(reject);
     });
-    await this.execIn(netns, ["bash", "-c", `exec 3<>/dev/tcp/${OUTSIDE_IP}/${port}; cat <&3 >/dev/null`]);
+    await this.execIn(clientNs, ["bash", "-c", `exec 3<>/dev/tcp/${serverIp}/${port}; cat <&3 >/dev/null`]);
     const res = await server;
     return String(res.stdout).split("\n").filter((l) => l && l !== "listening")[0] ?? "";
   }

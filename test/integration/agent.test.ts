@@ -78,6 +78,7 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     { name: "host-b", netns: `weft-ag-${tag}-b`, ip: "192.168.231.2", dir: "" },
   ];
   const [A, B] = hosts;
+  const podNamespaces: string[] = [];
   const controllers: RunningController[] = [];
   const agents: Agent[] = [];
 
@@ -114,6 +115,21 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
   async function stopAgent(a: Agent): Promise<void> {
     await a.stop();
     agents.splice(agents.indexOf(a), 1);
+  }
+
+  /** A stand-in pod: a namespace with a veth on the host's Weft bridge and the subnet's `.10`. Returns its address. */
+  async function pod(host: Host, subnet: string): Promise<string> {
+    const ns = `${host.netns}-pod`;
+    const prefix = subnet.replace(/\.0\/\d+$/, "");
+    await execa("ip", ["netns", "add", ns]);
+    podNamespaces.push(ns);
+    await ip(host.netns, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", ns);
+    await ip(host.netns, "link", "set", "vpod", "master", `weftbr${VNI}`, "up");
+    await ip(ns, "addr", "add", `${prefix}.10/24`, "dev", "eth0");
+    await ip(ns, "link", "set", "eth0", "up");
+    await ip(ns, "link", "set", "lo", "up");
+    await ip(ns, "route", "add", "default", "via", `${prefix}.1`);
+    return `${prefix}.10`;
   }
 
   /** Both hosts hold complete entries for each other. */
@@ -153,6 +169,7 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
   after(async () => {
     await Promise.all(agents.splice(0).map((a) => a.stop()));
     await Promise.all(controllers.splice(0).map((c) => c.stop()));
+    for (const ns of podNamespaces) await execa("ip", ["netns", "del", ns], { reject: false });
     for (const h of hosts) {
       await execa("ip", ["netns", "del", h.netns], { reject: false });
       if (h.dir) fs.rmSync(h.dir, { recursive: true, force: true });
@@ -191,6 +208,8 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     const conflist = JSON.parse(fs.readFileSync(path.join(A.dir, "net.d", CONFLIST_NAME), "utf8"));
     const bridge = conflist.plugins.find((p: { type: string }) => p.type === "bridge");
     assert.equal(bridge.bridge, `weftbr${VNI}`);
+    assert.equal(bridge.mtu, 1450, "uplink MTU 1500 - 50");
+    assert.equal(bridge.ipam.dataDir, path.join(A.dir, "state", "cni", "networks"), "host-local data under the state dir");
     assert.match(JSON.stringify(bridge.ipam), new RegExp(subnetA.replace(/\./g, "\\.")));
 
     const base = `http://127.0.0.1:${a.metricsPort}`;
@@ -199,6 +218,50 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     assert.match(metrics, /^weft_agent_controller_connected 1$/m);
     assert.match(metrics, /^weft_agent_peers\{network="blue"\} 1$/m);
     assert.match(metrics, new RegExp(`^weft_agent_applied_revision ${a.appliedRevision}$`, "m"));
+  });
+
+  it("an agent restart does not drop a packet between pods on different hosts", async () => {
+    const c = controllers[0] ?? (await controller());
+    let a = agent(A, [`127.0.0.1:${c.port}`]);
+    const b = agent(B, [`127.0.0.1:${c.port}`]);
+    await a.start();
+    await b.start();
+    await waitFor("converged", () => converged(a, b));
+    await pod(A, a.lastApplied!.networks[0].subnet);
+    const podB = await pod(B, b.lastApplied!.networks[0].subnet);
+
+    const seqs: number[] = [];
+    const ping = execa("ip", ["netns", "exec", `${A.netns}-pod`, "ping", "-n", "-i", "0.02", podB], { reject: false, buffer: false });
+    ping.stdout!.setEncoding("utf8");
+    let partial = "";
+    ping.stdout!.on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop()!;
+      for (const l of lines) {
+        const m = /icmp_seq=(\d+)/.exec(l);
+        if (m) seqs.push(Number(m[1]));
+      }
+    });
+    try {
+      await waitFor("pod-to-pod replies across the overlay", () => seqs.length >= 5);
+      const before = Math.max(...seqs);
+      await stopAgent(a);
+      a = agent(A, [`127.0.0.1:${c.port}`]);
+      await a.start();
+      await waitFor("restarted agent has applied the snapshot", () => a.ready && a.idle);
+      const during = Math.max(...seqs);
+      await waitFor("more replies after the restart", () => Math.max(...seqs) >= during + 5);
+      const last = Math.max(...seqs);
+      assert.ok(last > before + 5, "ping ran across the restart");
+      const got = new Set(seqs);
+      const missing = [];
+      for (let i = 1; i <= last; i++) if (!got.has(i)) missing.push(i);
+      assert.deepEqual(missing, [], "no echo request went unanswered");
+    } finally {
+      ping.kill("SIGINT");
+      await ping;
+      for (const ns of podNamespaces.splice(0)) await execa("ip", ["netns", "del", ns], { reject: false });
+    }
   });
 
   it("restarted while the controller is down: restores from the state dir, keeps its MAC, removes nothing", async () => {

@@ -142,6 +142,22 @@ describe("agent: apply loop", () => {
     assert.deepEqual(applied.map((a) => a.reason), ["update", "resync"]);
   });
 
+  it("a resync requested while a newer state is being applied never brings back the older one", async () => {
+    make();
+    loop.submit(item(1, 3));
+    await dp.finish();
+    await waitFor("loop idle", () => loop.idle, 5000, 2);
+    loop.submit(item(2, 1)); // a peer removal is being applied...
+    loop.resync(); // ...when the resync timer fires
+    await dp.finish();
+    await waitFor("loop idle", () => loop.idle, 5000, 2);
+    loop.resync();
+    await dp.finish(0);
+    await waitFor("loop idle", () => loop.idle, 5000, 2);
+    assert.deepEqual(dp.calls.map((c) => [c.reason, c.desired.networks[0].peers.length]), [["update", 3], ["update", 1], ["resync", 1]]);
+    assert.equal(loop.lastApplied?.revision, 2);
+  });
+
   it("the resync timer fires by itself and a failed resync is retried as a resync", async () => {
     make(30);
     loop.submit(item(1));
