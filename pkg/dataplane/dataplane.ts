@@ -8,7 +8,7 @@ import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
 import { parseSave, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
-import { effectiveMtu, entryCounts, isWeftLink, partialPeerCleanup, planChanges, planSize, vxlanName, type KernelState } from "./plan.js";
+import { desiredCounts, effectiveMtu, isWeftLink, partialPeerCleanup, planChanges, planSize, vxlanName } from "./plan.js";
 import { readKernel } from "./read.js";
 import type { ApplyReason, ApplyReport, NodeDesired } from "./types.js";
 
@@ -52,6 +52,7 @@ export class Dataplane {
   private readonly metrics?: Metrics;
   private last?: NodeDesired;
   private forwardingChecked = false;
+  private rulesWritten?: string;
 
   constructor(private readonly opts: DataplaneOptions) {
     this.run = new Runner(opts.netns);
@@ -75,43 +76,17 @@ export class Dataplane {
 
   async apply(desired: NodeDesired, reason: ApplyReason = "update"): Promise<ApplyReport> {
     const t0 = performance.now();
-    const attempts = this.opts.attempts ?? 4;
-    const backoff = new Backoff(50, 1000);
     const byKind: Record<string, number> = {};
     const add = (k: string, n: number) => n > 0 && (byKind[k] = (byKind[k] ?? 0) + n);
-    let lastErr: unknown;
     try {
-      const uplinkMtu = (await Dataplane.interfaceInfo(desired.uplink, this.opts.netns)).mtu;
-      for (let attempt = 1; attempt <= attempts; attempt++) {
-        const actual = await readKernel(this.run);
-        const plan = planChanges(desired, actual, uplinkMtu);
-        if (planSize(plan) === 0) {
-          lastErr = undefined;
-          this.updateEntryMetrics(actual);
-          break;
-        }
-        try {
-          await this.run.batch("ip", plan.ip1);
-          await this.run.batch("bridge", plan.bridge);
-          await this.run.batch("ip", plan.ip2);
-          for (const [k, n] of Object.entries(plan.byKind)) add(k, n);
-          lastErr = undefined;
-          // Read back once more: the next loop turn verifies (and normally finds nothing to do).
-        } catch (err) {
-          lastErr = err;
-          this.log.warn({ attempt, err: String(err) }, "kernel batch failed; re-reading and retrying");
-          await sleep(backoff.next());
-        }
-      }
-      if (lastErr) {
-        await this.removePartialPeers();
-        throw lastErr;
-      }
-      await this.applyForwarding(reason);
-      add("rule", await this.applyRules(desired));
-      add("file", await this.applyConflist(desired, uplinkMtu));
+      // NAT/filter rules and forwarding do not depend on the devices: they are done alongside.
+      const [kernel, rules] = await Promise.all([this.programKernel(desired), this.applyRules(desired, reason), this.applyForwarding(reason)]);
+      for (const [k, n] of Object.entries(kernel.byKind)) add(k, n);
+      add("rule", rules);
+      add("file", await this.applyConflist(desired, kernel.uplinkMtu));
       if (this.opts.disableTxChecksumOffload) await this.disableOffload(desired);
       this.last = desired;
+      this.updateEntryMetrics(desired);
       const changes = Object.values(byKind).reduce((a, b) => a + b, 0);
       if (reason === "resync") for (const [k, n] of Object.entries(byKind)) this.metrics?.repairs.inc({ kind: k }, n);
       const durationMs = performance.now() - t0;
@@ -122,6 +97,34 @@ export class Dataplane {
       this.metrics?.failures.inc();
       throw err;
     }
+  }
+
+  /** Devices and per-peer entries: read, diff, three batches; re-read and retry when a batch fails. */
+  private async programKernel(desired: NodeDesired): Promise<{ uplinkMtu: number; byKind: Record<string, number> }> {
+    const attempts = this.opts.attempts ?? 4;
+    const backoff = new Backoff(50, 1000);
+    let lastErr: unknown;
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const actual = await readKernel(this.run);
+      const uplinkMtu = actual.mtus.get(desired.uplink);
+      if (!uplinkMtu) throw new Error(`uplink ${desired.uplink} not found`);
+      const plan = planChanges(desired, actual, uplinkMtu);
+      if (planSize(plan) === 0) return { uplinkMtu, byKind: {} };
+      try {
+        await this.run.batch("ip", plan.ip1);
+        await this.run.batch("bridge", plan.bridge);
+        await this.run.batch("ip", plan.ip2);
+        // Batches stop at the first failing line, so success means every line took effect;
+        // the next resync reads the kernel again anyway.
+        return { uplinkMtu, byKind: plan.byKind };
+      } catch (err) {
+        lastErr = err;
+        this.log.warn({ attempt, err: String(err) }, "kernel batch failed; re-reading and retrying");
+        await sleep(backoff.next());
+      }
+    }
+    await this.removePartialPeers();
+    throw lastErr;
   }
 
   /** network name -> MAC of its VXLAN device, for networks last applied whose device exists. */
@@ -152,9 +155,10 @@ export class Dataplane {
     this.log.info({ devices: dels.length }, "dataplane cleaned up");
   }
 
-  private updateEntryMetrics(actual: KernelState): void {
+  /** After a successful apply the kernel holds exactly what was desired. */
+  private updateEntryMetrics(desired: NodeDesired): void {
     if (!this.metrics) return;
-    for (const [kind, n] of Object.entries(entryCounts(actual))) this.metrics.entries.set({ kind }, n);
+    for (const [kind, n] of Object.entries(desiredCounts(desired))) this.metrics.entries.set({ kind }, n);
   }
 
   private async removePartialPeers(): Promise<void> {
@@ -180,12 +184,19 @@ export class Dataplane {
   }
 
   /** Rewrites Weft's chains when they differ from what the networks need; returns 1 if it wrote. */
-  private async applyRules(desired: NodeDesired): Promise<number> {
+  private async applyRules(desired: NodeDesired, reason: ApplyReason): Promise<number> {
     const want = renderRules(desired.networks.filter((n) => n.mode === "routed"));
+    const key = JSON.stringify(want);
+    // Updates that do not change the rules skip reading them; a resync always checks.
+    if (reason === "update" && key === this.rulesWritten) return 0;
     const saved = parseSave(await this.run.iptablesSave());
-    if (rulesMatch(saved, want)) return 0;
-    await this.run.iptablesRestore(restoreScript(want, saved));
-    return 1;
+    let wrote = 0;
+    if (!rulesMatch(saved, want)) {
+      await this.run.iptablesRestore(restoreScript(want, saved));
+      wrote = 1;
+    }
+    this.rulesWritten = key;
+    return wrote;
   }
 
   private async applyConflist(desired: NodeDesired, uplinkMtu: number): Promise<number> {

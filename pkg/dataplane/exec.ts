@@ -29,6 +29,11 @@ export class Runner {
     return out ? (JSON.parse(out) as T[]) : [];
   }
 
+  /** Several `show` commands in one spawn (`ip -json -batch`): one parsed array per command. */
+  async jsonBatch<T>(cmd: "ip", flags: string[], commands: string[]): Promise<T[][]> {
+    return splitJsonValues(await this.run(cmd, ["-json", ...flags, "-batch", "-"], commands.join("\n") + "\n")) as T[][];
+  }
+
   /** Runs a batch; stops at the first failing line (no -force), so later lines are never applied out of order. */
   async batch(cmd: "ip" | "bridge", lines: string[]): Promise<void> {
     if (lines.length === 0) return;
@@ -72,4 +77,29 @@ export class Runner {
       return false;
     }
   }
+}
+
+/** `ip -json -batch` prints one JSON array per command, back to back: split them. */
+export function splitJsonValues(text: string): unknown[] {
+  const out: unknown[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    else if (ch === "[" || ch === "{") {
+      if (depth === 0) start = i;
+      depth++;
+    } else if (ch === "]" || ch === "}") {
+      depth--;
+      if (depth === 0) out.push(JSON.parse(text.slice(start, i + 1)));
+    }
+  }
+  return out;
 }

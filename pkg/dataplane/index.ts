@@ -8,6 +8,7 @@ export {
   planSize,
   partialPeerCleanup,
   entryCounts,
+  desiredCounts,
   emptyKernelState,
   wantedPeers,
   effectiveMtu,

@@ -43,10 +43,12 @@ export interface KernelState {
   fdb: Map<string, Map<string, string[]>>;
   /** device -> destination CIDR -> gateway. */
   routes: Map<string, Map<string, string>>;
+  /** MTU of every interface (the uplink's sets the overlay MTU). */
+  mtus: Map<string, number>;
 }
 
 export function emptyKernelState(): KernelState {
-  return { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map() };
+  return { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map(), mtus: new Map() };
 }
 
 export type EntryKind = "device" | "address" | "neigh" | "fdb" | "route";
@@ -250,7 +252,14 @@ export function partialPeerCleanup(actual: KernelState): { ip: string[]; count: 
   return { ip, count: ip.length };
 }
 
-/** How many entries of each kind the kernel holds for Weft (metrics). */
+/** How many entries of each kind `desired` puts in the kernel (metrics after a successful apply). */
+export function desiredCounts(desired: NodeDesired): Record<"device" | "neigh" | "fdb" | "route", number> {
+  const routed = desired.networks.filter((n) => n.mode === "routed");
+  const peers = routed.reduce((sum, n) => sum + wantedPeers(n).size, 0);
+  return { device: 2 * routed.length, neigh: peers, fdb: peers, route: peers };
+}
+
+/** How many entries of each kind the kernel holds for Weft. */
 export function entryCounts(actual: KernelState): Record<"device" | "neigh" | "fdb" | "route", number> {
   let neigh = 0;
   let fdb = 0;

@@ -33,19 +33,17 @@ interface IpRoute {
 }
 
 export async function readKernel(run: Runner): Promise<KernelState> {
-  const [links, addrs, neighs, fdbs, routes] = await Promise.all([
-    run.json<IpLink>("ip", "-d", "link", "show"),
-    run.json<IpAddr>("ip", "-4", "addr", "show"),
-    run.json<IpNeigh>("ip", "neigh", "show", "nud", "permanent"),
+  // Two spawns: links with their addresses, neighbours and routes in one ip batch; the FDB from bridge.
+  const [[links, neighs, routes], fdbs] = await Promise.all([
+    run.jsonBatch<unknown>("ip", ["-d"], ["addr show", "neigh show nud permanent", "route show"]),
     run.json<BridgeFdb>("bridge", "fdb", "show"),
-    run.json<IpRoute>("ip", "route", "show"),
   ]);
-  return parseKernel(links, addrs, neighs, fdbs, routes);
+  return parseKernel(links as (IpLink & IpAddr)[], links as IpAddr[], neighs as IpNeigh[], fdbs, routes as IpRoute[]);
 }
 
 /** Pure: the JSON of `ip`/`bridge` to a KernelState of Weft's objects only. */
 export function parseKernel(links: IpLink[], addrs: IpAddr[], neighs: IpNeigh[], fdbs: BridgeFdb[], routes: IpRoute[]): KernelState {
-  const state: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map() };
+  const state: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map(), mtus: new Map(links.map((l) => [l.ifname, l.mtu])) };
   const addrsOf = new Map(addrs.map((a) => [a.ifname, (a.addr_info ?? []).filter((i) => i.family === "inet").map((i) => `${i.local}/${i.prefixlen}`)]));
   for (const l of links) {
     if (!isWeftLink(l.ifname)) continue;
