@@ -303,7 +303,8 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     await waitFor("agents back and converged", async () => a2.ready && a2.controller !== undefined && (await converged(a2, b)));
     assert.equal(c.model.nodes.get("host-a")?.vtepMacs.blue, macA);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
-    await waitFor("b to reconnect", () => b.controller !== undefined);
+    // The count goes up when the new stream has delivered its snapshot, a moment after the stream opens.
+    await waitFor("b to reconnect and get its snapshot", async () => b.controller !== undefined && (await metric(b.registry, "weft_agent_reconnects_total")) >= 1);
     assert.equal(await metric(b.registry, "weft_agent_reconnects_total"), 1, "b lost the controller once and came back");
     assert.equal(await metric(a2.registry, "weft_agent_reconnects_total"), 0, "a2's first stream is no reconnection");
   });
