@@ -31,7 +31,8 @@ export function buildConflist(net: CniNetwork, stateDir: string): Record<string,
         isGateway: true,
         ipMasq: false, // Weft's own NAT chain masquerades
         hairpinMode: true,
-        mtu: net.mtu,
+        // 0 (a NetworkDesired's "default") leaves the plugin's own default rather than writing an invalid MTU.
+        ...(net.mtu > 0 ? { mtu: net.mtu } : {}),
         ipam: {
           type: "host-local",
           ranges: [[{ subnet: formatCidr(subnet), gateway: hostAddress(subnet, 1) }]],

@@ -8,7 +8,7 @@ import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
 import { parseSave, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
-import { desiredCounts, effectiveMtu, isWeftLink, partialPeerCleanup, planChanges, planSize, vxlanName } from "./plan.js";
+import { desiredCounts, effectiveMtu, isWeftLink, partialPeerCleanup, planChanges, planSize, projectState, vxlanName, wantedByNetwork, type KernelState, type Plan, type WantedByNetwork } from "./plan.js";
 import { readKernel } from "./read.js";
 import type { ApplyReason, ApplyReport, NodeDesired } from "./types.js";
 
@@ -26,6 +26,8 @@ export interface DataplaneOptions {
   disableTxChecksumOffload?: boolean;
   /** Attempts per apply before giving up (netlink can fail transiently, e.g. ENOBUFS). */
   attempts?: number;
+  /** Runs the commands; tests inject failures by wrapping it. Default: a Runner for `netns`. */
+  runner?: Runner;
 }
 
 interface Metrics {
@@ -53,9 +55,14 @@ export class Dataplane {
   private last?: NodeDesired;
   private forwardingChecked = false;
   private rulesWritten?: string;
+  private queue: Promise<unknown> = Promise.resolve();
+  /** What the kernel holds after the last successful apply (see programKernel). */
+  private model?: KernelState;
+  private offloadWarned = false;
+  private readonly skippedWarned = new Set<string>();
 
   constructor(private readonly opts: DataplaneOptions) {
-    this.run = new Runner(opts.netns);
+    this.run = opts.runner ?? new Runner(opts.netns);
     this.log = opts.log;
     this.metrics = opts.registry ? registerMetrics(opts.registry) : undefined;
   }
@@ -75,18 +82,36 @@ export class Dataplane {
   }
 
   async apply(desired: NodeDesired, reason: ApplyReason = "update"): Promise<ApplyReport> {
+    return this.serialized(() => this.applyNow(desired, reason));
+  }
+
+  /** Two overlapping applies would diff against each other's half-written state: one at a time. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async applyNow(desired: NodeDesired, reason: ApplyReason): Promise<ApplyReport> {
     const t0 = performance.now();
     const byKind: Record<string, number> = {};
     const add = (k: string, n: number) => n > 0 && (byKind[k] = (byKind[k] ?? 0) + n);
+    const wanted = wantedByNetwork(desired);
     try {
       // NAT/filter rules and forwarding do not depend on the devices: they are done alongside.
-      const [kernel, rules] = await Promise.all([this.programKernel(desired), this.applyRules(desired, reason), this.applyForwarding(reason)]);
+      // allSettled: a failed rule write must not return while the kernel batches still run.
+      const settled = await Promise.allSettled([this.programKernel(desired, reason, wanted), this.applyRules(desired, reason), this.applyForwarding(reason)]);
+      for (const r of settled) if (r.status === "rejected") throw r.reason;
+      const kernel = (settled[0] as PromiseFulfilledResult<Awaited<ReturnType<Dataplane["programKernel"]>>>).value;
+      const rules = (settled[1] as PromiseFulfilledResult<number>).value;
       for (const [k, n] of Object.entries(kernel.byKind)) add(k, n);
       add("rule", rules);
       add("file", await this.applyConflist(desired, kernel.uplinkMtu));
-      if (this.opts.disableTxChecksumOffload) await this.disableOffload(desired);
+      // Offload settings live and die with the device: only new devices (or a resync) need it.
+      if (this.opts.disableTxChecksumOffload && ((kernel.byKind.device ?? 0) > 0 || reason === "resync" || !this.last)) await this.disableOffload(desired);
+      this.warnSkippedPeers(desired, wanted);
       this.last = desired;
-      this.updateEntryMetrics(desired);
+      this.updateEntryMetrics(desired, wanted);
       const changes = Object.values(byKind).reduce((a, b) => a + b, 0);
       if (reason === "resync") for (const [k, n] of Object.entries(byKind)) this.metrics?.repairs.inc({ kind: k }, n);
       const durationMs = performance.now() - t0;
@@ -94,29 +119,42 @@ export class Dataplane {
       this.metrics?.lastSuccess.set(Date.now() / 1000);
       return { changes, byKind, durationMs };
     } catch (err) {
+      this.model = undefined;
       this.metrics?.failures.inc();
       throw err;
     }
   }
 
   /** Devices and per-peer entries: read, diff, three batches; re-read and retry when a batch fails. */
-  private async programKernel(desired: NodeDesired): Promise<{ uplinkMtu: number; byKind: Record<string, number> }> {
+  private async programKernel(desired: NodeDesired, reason: ApplyReason, wanted: WantedByNetwork): Promise<{ uplinkMtu: number; byKind: Record<string, number> }> {
     const attempts = this.opts.attempts ?? 4;
     const backoff = new Backoff(50, 1000);
     let lastErr: unknown;
+    // What the report counts: the difference found before the first write (a retry only sees what is still missing).
+    let first: Plan | undefined;
+    // An update diffs against what the last successful apply wrote (reading 5000 peers back
+    // costs more than the whole diff); a resync, the first apply and every retry read the kernel.
+    const model = reason === "update" ? this.model : undefined;
+    this.model = undefined;
     for (let attempt = 1; attempt <= attempts; attempt++) {
-      const actual = await readKernel(this.run);
+      const actual = attempt === 1 && model ? model : await readKernel(this.run);
       const uplinkMtu = actual.mtus.get(desired.uplink);
       if (!uplinkMtu) throw new Error(`uplink ${desired.uplink} not found`);
-      const plan = planChanges(desired, actual, uplinkMtu);
-      if (planSize(plan) === 0) return { uplinkMtu, byKind: {} };
+      const plan = planChanges(desired, actual, uplinkMtu, wanted);
+      first ??= plan;
+      const done = () => {
+        const next = projectState(desired, actual, uplinkMtu, wanted);
+        // A device created without a desired MAC has one only the kernel knows: read it next time.
+        this.model = [...next.links.values()].every((l) => l.kind !== "vxlan" || l.mac) ? next : undefined;
+        return { uplinkMtu, byKind: planSize(first!) === 0 ? {} : first!.byKind };
+      };
+      if (planSize(plan) === 0) return done();
       try {
         await this.run.batch("ip", plan.ip1);
         await this.run.batch("bridge", plan.bridge);
         await this.run.batch("ip", plan.ip2);
-        // Batches stop at the first failing line, so success means every line took effect;
-        // the next resync reads the kernel again anyway.
-        return { uplinkMtu, byKind: plan.byKind };
+        // Batches stop at the first failing line, so success means every line took effect.
+        return done();
       } catch (err) {
         lastErr = err;
         this.log.warn({ attempt, err: String(err) }, "kernel batch failed; re-reading and retrying");
@@ -141,6 +179,11 @@ export class Dataplane {
 
   /** Removes every device, rule and file Weft created on this node. Idempotent. */
   async cleanup(): Promise<void> {
+    return this.serialized(() => this.cleanupNow());
+  }
+
+  private async cleanupNow(): Promise<void> {
+    this.model = undefined;
     const actual = await readKernel(this.run);
     const dels = [...actual.links.keys()].filter(isWeftLink).map((n) => `link del dev ${n}`);
     await this.run.batch("ip", dels);
@@ -156,9 +199,26 @@ export class Dataplane {
   }
 
   /** After a successful apply the kernel holds exactly what was desired. */
-  private updateEntryMetrics(desired: NodeDesired): void {
+  private updateEntryMetrics(desired: NodeDesired, wanted: WantedByNetwork): void {
     if (!this.metrics) return;
-    for (const [kind, n] of Object.entries(desiredCounts(desired))) this.metrics.entries.set({ kind }, n);
+    for (const [kind, n] of Object.entries(desiredCounts(desired, wanted))) this.metrics.entries.set({ kind }, n);
+  }
+
+  /** Peers the plan left out (no MAC yet, or malformed): say so, once per change of that set. */
+  private warnSkippedPeers(desired: NodeDesired, wantedBy: WantedByNetwork): void {
+    for (const n of desired.networks) {
+      if (n.mode !== "routed" || n.peers.length === 0) continue;
+      const peers = wantedBy.get(n);
+      if (peers && peers.size === n.peers.length) continue;
+      const wanted = new Set([...(peers ?? new Map()).values()].map((p) => p.underlay));
+      const skipped = n.peers.filter((p) => !wanted.has(p.underlayIp) && p.vtepMac).map((p) => p.nodeName);
+      const key = `${n.name}:${skipped.join(",")}`;
+      if (this.skippedWarned.size > 100) this.skippedWarned.clear();
+      if (skipped.length > 0 && !this.skippedWarned.has(key)) {
+        this.skippedWarned.add(key);
+        this.log.warn({ network: n.name, nodes: skipped.slice(0, 20), count: skipped.length }, "peers with a malformed MAC, underlay IP or subnet are not programmed");
+      }
+    }
   }
 
   private async removePartialPeers(): Promise<void> {
@@ -208,9 +268,10 @@ export class Dataplane {
   }
 
   private async disableOffload(desired: NodeDesired): Promise<void> {
-    for (const n of desired.networks) {
-      if (!(await this.run.tryRun("ethtool", "-K", vxlanName(n.vni), "tx-checksum-ip-generic", "off"))) {
-        this.log.warn({ device: vxlanName(n.vni) }, "could not turn off tx checksum offload (is ethtool installed?)");
+    for (const n of desired.networks.filter((x) => x.mode === "routed")) {
+      if (!(await this.run.tryRun("ethtool", "-K", vxlanName(n.vni), "tx-checksum-ip-generic", "off")) && !this.offloadWarned) {
+        this.offloadWarned = true;
+        this.log.warn({ device: vxlanName(n.vni) }, "could not turn off tx checksum offload (is ethtool installed?); continuing with it on");
       }
     }
   }

@@ -20,7 +20,8 @@ export class Runner {
   private async run(cmd: string, args: string[], input?: string): Promise<string> {
     const [file, argv] = this.netns && !(cmd === "ip" || cmd === "bridge") ? ["ip", ["netns", "exec", this.netns, cmd, ...args]] : [cmd, cmd === "ip" || cmd === "bridge" ? [...this.nsArgs(), ...args] : args];
     const res = await execa(file, argv, { input, reject: false, stripFinalNewline: false });
-    if (res.exitCode !== 0) throw new CommandError(`${cmd} ${args.join(" ")}`, String(res.stderr || res.stdout));
+    // A command that could not start at all (not installed) has no output: say why instead.
+    if (res.exitCode !== 0) throw new CommandError(`${cmd} ${args.join(" ")}`, String(res.stderr || res.stdout || res.shortMessage));
     return String(res.stdout);
   }
 
@@ -79,8 +80,23 @@ export class Runner {
   }
 }
 
-/** `ip -json -batch` prints one JSON array per command, back to back: split them. */
+/**
+ * `ip -json -batch` prints one JSON array per command, back to back. iproute2
+ * prints each on its own line, which JSON.parse handles fastest; anything else
+ * falls back to scanning for top-level values.
+ */
 export function splitJsonValues(text: string): unknown[] {
+  try {
+    return text
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .map((l) => JSON.parse(l) as unknown);
+  } catch {
+    return scanJsonValues(text);
+  }
+}
+
+function scanJsonValues(text: string): unknown[] {
   const out: unknown[] = [];
   let depth = 0;
   let start = -1;

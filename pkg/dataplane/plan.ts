@@ -4,7 +4,7 @@
 // then route when adding; the reverse when removing. The three batches run in
 // sequence and stop at the first error, so a route is only written once its
 // neighbour and FDB entries exist.
-import { hostAddress, parseCidr, formatCidr } from "../ip/index.js";
+import { hostAddress, normalizeMac, parseCidr } from "../ip/index.js";
 import type { NetworkDesired, NodeDesired } from "./types.js";
 
 export const VXLAN_PREFIX = "weft.";
@@ -67,28 +67,64 @@ export function planSize(p: Plan): number {
   return p.ip1.length + p.bridge.length + p.ip2.length;
 }
 
-interface WantedPeer {
+export interface WantedPeer {
   gateway: string;
   mac: string;
   underlay: string;
   subnet: string;
 }
 
-/** The peers of a network that can be programmed (a MAC and a valid subnet), by subnet. */
+/**
+ * The peers of a network that can be programmed (a unicast MAC, an IPv4
+ * underlay address and a valid subnet), by subnet. Anything else is skipped
+ * rather than written: one bad line would stop the batch for every peer after it.
+ */
 export function wantedPeers(net: NetworkDesired): Map<string, WantedPeer> {
   const out = new Map<string, WantedPeer>();
   for (const p of net.peers) {
-    if (!p.vtepMac || !p.underlayIp || !p.subnet) continue;
-    let cidr;
-    try {
-      cidr = parseCidr(p.subnet);
-    } catch {
-      continue;
-    }
-    const subnet = formatCidr(cidr);
-    out.set(subnet, { gateway: hostAddress(cidr, 0), mac: p.vtepMac.toLowerCase(), underlay: p.underlayIp, subnet });
+    const mac = p.vtepMac ? normalizeMac(p.vtepMac) : undefined;
+    if (!mac || !p.underlayIp || parseIPv4(p.underlayIp) === undefined || !p.subnet) continue;
+    const cidr = parseIPv4Cidr(p.subnet);
+    if (!cidr) continue;
+    const subnet = `${cidr.gateway}/${cidr.prefix}`;
+    out.set(subnet, { gateway: cidr.gateway, mac, underlay: p.underlayIp, subnet });
   }
   return out;
+}
+
+/** wantedPeers of every network, computed once per apply and shared by the plan, the projection and the counts. */
+export type WantedByNetwork = Map<NetworkDesired, Map<string, WantedPeer>>;
+
+export function wantedByNetwork(desired: NodeDesired): WantedByNetwork {
+  return new Map(desired.networks.map((n) => [n, wantedPeers(n)]));
+}
+
+// Peer lists run into thousands on every apply, so the dataplane parses
+// addresses itself with one regex (ipaddr.js costs ~15 µs per call, which is
+// most of a 5000-peer plan). Same rules: dotted decimal, no leading zeros.
+const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+const IPV4_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
+
+/** An IPv4 address as an unsigned 32-bit integer, or undefined. */
+export function parseIPv4(s: string): number | undefined {
+  const m = IPV4_RE.exec(s);
+  if (!m) return undefined;
+  return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+}
+
+/** "a.b.c.d/n" with no host bits set: its network address as text and its prefix, or undefined. */
+export function parseIPv4Cidr(s: string): { gateway: string; prefix: number } | undefined {
+  const slash = s.indexOf("/");
+  if (slash < 0) return undefined;
+  const addrText = s.slice(0, slash);
+  const prefixText = s.slice(slash + 1);
+  if (!/^\d{1,2}$/.test(prefixText)) return undefined;
+  const prefix = Number(prefixText);
+  const addr = parseIPv4(addrText);
+  if (addr === undefined || prefix > 32) return undefined;
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  if (((addr & mask) >>> 0) !== addr) return undefined;
+  return { gateway: addrText, prefix };
 }
 
 export function effectiveMtu(net: NetworkDesired, uplinkMtu: number): number {
@@ -104,7 +140,7 @@ function vxlanMatches(link: LinkState | undefined, net: NetworkDesired, node: No
  * Commands that make `actual` match `desired`. Only differences produce
  * commands, so an agent restart against a correct kernel writes nothing.
  */
-export function planChanges(desired: NodeDesired, actual: KernelState, uplinkMtu: number): Plan {
+export function planChanges(desired: NodeDesired, actual: KernelState, uplinkMtu: number, wanted: WantedByNetwork = wantedByNetwork(desired)): Plan {
   const plan: Plan = { ip1: [], bridge: [], ip2: [], byKind: { device: 0, address: 0, neigh: 0, fdb: 0, route: 0 } };
   const count = (k: EntryKind) => plan.byKind[k]++;
   const wantedLinks = new Set<string>();
@@ -164,8 +200,11 @@ export function planChanges(desired: NodeDesired, actual: KernelState, uplinkMtu
     addrCmds.push(...addressChanges(br, brLink?.addrs ?? [], `${hostAddress(own, 1)}/${own.prefix}`, () => count("address")));
 
     // Peers: what the device carries now (nothing if it is being created).
-    const peers = wantedPeers(net);
-    const neigh = fresh ? new Map<string, string>() : actual.neigh.get(vx) ?? new Map<string, string>();
+    const peers = wanted.get(net) ?? wantedPeers(net);
+    // Changing a device's MAC makes the kernel flush every neighbour on it,
+    // permanent ones included (neigh_changeaddr): they must all be written again after it.
+    const macChanges = !fresh && !!wantMac && vxLink!.mac !== wantMac;
+    const neigh = fresh || macChanges ? new Map<string, string>() : actual.neigh.get(vx) ?? new Map<string, string>();
     const fdb = fresh ? new Map<string, string[]>() : actual.fdb.get(vx) ?? new Map<string, string[]>();
     const routes = fresh ? new Map<string, string>() : actual.routes.get(vx) ?? new Map<string, string>();
     const wantNeigh = new Map([...peers.values()].map((p) => [p.gateway, p.mac]));
@@ -239,6 +278,36 @@ function addressChanges(dev: string, have: string[], want: string, counted: () =
   return out;
 }
 
+/**
+ * The kernel state a successful apply of `desired` leaves behind, starting from
+ * `before` (the state the plan was made against). Lets an update diff against
+ * what was last written instead of reading thousands of entries back; a
+ * resync reads the kernel again and so catches what anyone else changed.
+ */
+export function projectState(desired: NodeDesired, before: KernelState, uplinkMtu: number, wanted: WantedByNetwork = wantedByNetwork(desired)): KernelState {
+  const s: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map(), mtus: new Map(before.mtus) };
+  for (const net of desired.networks) {
+    if (net.mode !== "routed") continue;
+    const vx = vxlanName(net.vni);
+    const br = bridgeName(net.vni);
+    const mtu = effectiveMtu(net, uplinkMtu);
+    const own = parseCidr(net.subnet);
+    const prevVx = before.links.get(vx);
+    // Without a desired MAC the plan never compares it: keep whatever was known.
+    const mac = net.vtepMac?.toLowerCase() ?? prevVx?.mac ?? "";
+    s.links.set(vx, { name: vx, kind: "vxlan", mtu, mac, up: true, addrs: [`${hostAddress(own, 0)}/32`], vxlan: { id: net.vni, local: desired.underlayIp, link: desired.uplink, port: net.port, learning: false } });
+    s.links.set(br, { name: br, kind: "bridge", mtu, mac: before.links.get(br)?.mac ?? "", up: true, addrs: [`${hostAddress(own, 1)}/${own.prefix}`] });
+    s.mtus.set(vx, mtu).set(br, mtu);
+    const peers = [...(wanted.get(net) ?? wantedPeers(net)).values()];
+    s.neigh.set(vx, new Map(peers.map((p) => [p.gateway, p.mac])));
+    const fdb = new Map<string, string[]>();
+    for (const p of peers) fdb.set(p.mac, [p.underlay]);
+    s.fdb.set(vx, fdb);
+    s.routes.set(vx, new Map(peers.map((p) => [p.subnet, p.gateway])));
+  }
+  return s;
+}
+
 /** Entries that belong to no complete peer (neighbour without FDB, route without neighbour): removed after a failed apply. */
 export function partialPeerCleanup(actual: KernelState): { ip: string[]; count: number } {
   const ip: string[] = [];
@@ -253,9 +322,9 @@ export function partialPeerCleanup(actual: KernelState): { ip: string[]; count: 
 }
 
 /** How many entries of each kind `desired` puts in the kernel (metrics after a successful apply). */
-export function desiredCounts(desired: NodeDesired): Record<"device" | "neigh" | "fdb" | "route", number> {
+export function desiredCounts(desired: NodeDesired, wanted: WantedByNetwork = wantedByNetwork(desired)): Record<"device" | "neigh" | "fdb" | "route", number> {
   const routed = desired.networks.filter((n) => n.mode === "routed");
-  const peers = routed.reduce((sum, n) => sum + wantedPeers(n).size, 0);
+  const peers = routed.reduce((sum, n) => sum + (wanted.get(n) ?? wantedPeers(n)).size, 0);
   return { device: 2 * routed.length, neigh: peers, fdb: peers, route: peers };
 }
 

@@ -117,7 +117,8 @@ export async function run(): Promise<void> {
     columns: ["operation", "runs", "weft ms", "floor ms", "weft / floor"],
     rows,
     notes: [
-      "weft: Dataplane.apply = read the kernel back as JSON (2 spawns), diff, 3 batches; iptables-save/restore and sysctl alongside; conflist",
+      "weft from empty: Dataplane.apply = read the kernel back as JSON (2 spawns), diff, 3 batches; iptables-save/restore and sysctl alongside; conflist",
+      "1 peer added: an update diffs against the state the previous apply wrote (no read-back; a resync reads the kernel), then the same batches",
       "floor: the same device + neigh/FDB/route entries written by one raw `ip -batch` + `bridge -batch` + `ip -batch`",
       "target: 1000 peers under 300 ms and within 2x the floor",
       `node ${process.version}, ${os.cpus().length} cores`,

@@ -17,6 +17,8 @@ import {
   type NodeDesired,
 } from "../../pkg/dataplane/index.js";
 import { splitJsonValues } from "../../pkg/dataplane/exec.js";
+import { parseIPv4, parseIPv4Cidr, projectState } from "../../pkg/dataplane/plan.js";
+import { ipToInt, isIPv4 } from "../../pkg/ip/index.js";
 
 const peerA = { nodeName: "a", underlayIp: "192.168.1.2", vtepMac: "02:00:00:00:00:0a", subnet: "10.244.2.0/24" };
 const peerB = { nodeName: "b", underlayIp: "192.168.1.3", vtepMac: "02:00:00:00:00:0b", subnet: "10.244.3.0/24" };
@@ -95,9 +97,19 @@ describe("dataplane: plan (pure)", () => {
     assert.deepEqual(p.ip2, ["route replace 10.244.9.0/24 via 10.244.9.0 dev weft.42 onlink", "neigh del 10.244.3.0 dev weft.42"]);
   });
 
-  it("skips peers without a MAC or with a bad subnet", () => {
-    const p = planChanges(node(net({ peers: [{ ...peerA, vtepMac: "" }, { ...peerB, subnet: "garbage" }] })), converged(node(net({ peers: [] }))), 1500);
+  it("skips peers without a MAC or with a bad subnet, MAC or underlay address", () => {
+    const bad = [
+      { ...peerA, vtepMac: "" },
+      { ...peerB, subnet: "garbage" },
+      { ...peerB, vtepMac: "01:00:5e:00:00:01" },
+      { ...peerB, vtepMac: "zz:00:00:00:00:01" },
+      { ...peerB, underlayIp: "fe80::1" },
+      { ...peerB, underlayIp: "" },
+    ];
+    const p = planChanges(node(net({ peers: bad })), converged(node(net({ peers: [] }))), 1500);
     assert.equal(planSize(p), 0);
+    const withGood = planChanges(node(net({ peers: [...bad, { ...peerA, vtepMac: "02-00-00-00-00-AA" }] })), converged(node(net({ peers: [] }))), 1500);
+    assert.deepEqual(withGood.bridge, ["fdb append 02:00:00:00:00:aa dev weft.42 dst 192.168.1.2 self permanent"]);
   });
 
   it("recreates the VXLAN device when its VNI parameters differ, and writes its peers again", () => {
@@ -118,6 +130,17 @@ describe("dataplane: plan (pure)", () => {
     assert.ok(!p.ip1.some((l) => l.startsWith("link del")));
   });
 
+  it("writes every neighbour again after its own MAC changes (the kernel flushes them), after the MAC is set", () => {
+    const p = planChanges(node(net({ vtepMac: "02:aa:bb:cc:dd:ee" })), converged(node(net())), 1500);
+    const setMac = p.ip1.indexOf("link set dev weft.42 address 02:aa:bb:cc:dd:ee");
+    const neighs = p.ip1.filter((l) => l.startsWith("neigh replace"));
+    assert.ok(setMac >= 0, p.ip1.join("\n"));
+    assert.deepEqual(neighs, ["neigh replace 10.244.2.0 lladdr 02:00:00:00:00:0a dev weft.42 nud permanent", "neigh replace 10.244.3.0 lladdr 02:00:00:00:00:0b dev weft.42 nud permanent"]);
+    assert.ok(p.ip1.indexOf(neighs[0]) > setMac);
+    assert.deepEqual([p.bridge, p.ip2], [[], []], "FDB and routes survive a MAC change");
+    assert.equal(planSize(planChanges(node(net({ vtepMac: "02:aa:bb:cc:dd:ee" })), converged(node(net({ vtepMac: "02:aa:bb:cc:dd:ee" }))), 1500)), 0);
+  });
+
   it("moves the addresses when the node's subnet changes", () => {
     const p = planChanges(node(net({ subnet: "10.244.7.0/24" })), converged(node(net())), 1500);
     assert.deepEqual(p.ip1, ["addr del 10.244.1.0/32 dev weft.42", "addr add 10.244.7.0/32 dev weft.42", "addr del 10.244.1.1/24 dev weftbr42", "addr add 10.244.7.1/24 dev weftbr42"]);
@@ -128,6 +151,30 @@ describe("dataplane: plan (pure)", () => {
     s.links.set("eth1", { name: "eth1", kind: "veth", mtu: 1500, mac: "", up: true, addrs: [] });
     const p = planChanges(node(net()), s, 1500);
     assert.deepEqual(p.ip1, ["link del dev weft.43", "link del dev weftbr43"]);
+  });
+
+  it("projects the state an apply leaves behind: nothing left to plan against it, same entries as a converged kernel", () => {
+    const desiredStates = [
+      node(net()),
+      node(net({ peers: [] })),
+      node(net({ vtepMac: "02:aa:bb:cc:dd:ee", mtu: 1400 })),
+      node(net({ peers: [peerA, { ...peerB, vtepMac: "" }] })),
+      node(net(), net({ name: "red", vni: 43, cidr: "10.245.0.0/16", subnet: "10.245.9.0/24", peers: [{ ...peerA, subnet: "10.245.2.0/24" }] })),
+    ];
+    const starts = [emptyKernelState(), converged(node(net())), converged(node(net({ vni: 99 })))];
+    for (const d of desiredStates) {
+      for (const start of starts) {
+        start.mtus.set("eth0", 1500);
+        const before = planChanges(d, start, 1500);
+        const projected = projectState(d, start, 1500);
+        // A device created without a desired MAC: the projection leaves it unknown, and the dataplane reads the kernel instead.
+        for (const l of projected.links.values()) if (l.kind === "vxlan" && !l.mac) l.mac = "06:00:00:00:00:01";
+        assert.equal(planSize(planChanges(d, projected, 1500)), 0, `${JSON.stringify(d.networks.map((n) => n.vni))} from ${[...start.links.keys()]}: ${JSON.stringify(before.byKind)}`);
+      }
+      const c = converged({ ...d, networks: d.networks.map((n) => ({ ...n, peers: n.peers.filter((p) => p.vtepMac) })) });
+      const p = projectState(d, c, 1500);
+      assert.deepEqual([p.neigh, p.fdb, p.routes], [c.neigh, c.fdb, c.routes]);
+    }
   });
 
   it("finds half-applied peers after a failure: neighbour without FDB, route without neighbour", () => {
@@ -165,6 +212,23 @@ describe("dataplane: reading the kernel (pure)", () => {
 
   it("splits the JSON arrays `ip -json -batch` prints back to back", () => {
     assert.deepEqual(splitJsonValues('[{"a":"]["}][]\n[{"b":[1,2]},{"c":"\\"]"}]'), [[{ a: "][" }], [], [{ b: [1, 2] }, { c: '"]' }]]);
+  });
+});
+
+describe("dataplane: fast address parsing (pure)", () => {
+  it("agrees with pkg/ip on valid and invalid IPv4 addresses", () => {
+    const cases = ["0.0.0.0", "10.0.0.1", "192.168.77.255", "255.255.255.255", "256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "a.b.c.d", "", " 1.2.3.4", "1.2.3.4 ", "fe80::1", "1..2.3", "-1.2.3.4", "99.199.249.250"];
+    for (const c of cases) {
+      assert.equal(parseIPv4(c) !== undefined, isIPv4(c), c);
+      if (isIPv4(c)) assert.equal(parseIPv4(c), ipToInt(c), c);
+    }
+  });
+
+  it("accepts only CIDRs without host bits, and keeps the network address as gateway", () => {
+    assert.deepEqual(parseIPv4Cidr("10.244.3.0/24"), { gateway: "10.244.3.0", prefix: 24 });
+    assert.deepEqual(parseIPv4Cidr("172.16.0.4/30"), { gateway: "172.16.0.4", prefix: 30 });
+    assert.deepEqual(parseIPv4Cidr("0.0.0.0/0"), { gateway: "0.0.0.0", prefix: 0 });
+    for (const bad of ["10.244.3.1/24", "10.244.3.0", "10.244.3.0/33", "10.244.3.0/", "10.244.3.0/024", "x/24", "10.244.3.0/24/1"]) assert.equal(parseIPv4Cidr(bad), undefined, bad);
   });
 });
 

@@ -1,0 +1,53 @@
+// The conflist file: content for a NetworkDesired, atomic write that leaves
+// unchanged content alone, and removal. Plugin invocation is covered against
+// the real plugins in test/e2e/dataplane.test.ts.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { buildConflist, CONFLIST_NAME, removeConflist, writeConflist } from "../../pkg/cni/index.js";
+import type { NetworkDesired } from "../../pkg/dataplane/index.js";
+
+const net: NetworkDesired = { name: "blue", vni: 7, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.244.5.0/24", peers: [] };
+
+describe("cni: conflist file", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-cni-unit-"));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it("builds from a NetworkDesired: no MTU written when it is 0 (default), the given one otherwise", () => {
+    const c = buildConflist(net, "/var/lib/weft") as { name: string; plugins: Record<string, unknown>[] };
+    assert.equal(c.name, "weft-blue");
+    assert.equal(c.plugins[0].bridge, "weftbr7");
+    assert.equal("mtu" in c.plugins[0], false);
+    assert.deepEqual((c.plugins[0].ipam as { ranges: unknown }).ranges, [[{ subnet: "10.244.5.0/24", gateway: "10.244.5.1" }]]);
+    assert.equal((buildConflist({ ...net, mtu: 1400 }, "/s") as { plugins: Record<string, unknown>[] }).plugins[0].mtu, 1400);
+  });
+
+  it("rejects a subnet that is not a CIDR, naming it", () => {
+    assert.throws(() => buildConflist({ ...net, subnet: "10.244.5.1/24" }, "/s"), /10\.244\.5\.1\/24/);
+  });
+
+  it("writes atomically into a created directory, leaves unchanged content alone, rewrites changed content", async () => {
+    const target = path.join(dir, "net.d");
+    const c = buildConflist(net, dir);
+    assert.equal(await writeConflist(target, c), true);
+    const file = path.join(target, CONFLIST_NAME);
+    assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")), c);
+    assert.deepEqual(fs.readdirSync(target), [CONFLIST_NAME], "no temp file left behind");
+    const mtime = fs.statSync(file).mtimeMs;
+    assert.equal(await writeConflist(target, c), false);
+    assert.equal(fs.statSync(file).mtimeMs, mtime);
+    assert.equal(await writeConflist(target, buildConflist({ ...net, subnet: "10.244.6.0/24" }, dir)), true);
+    assert.match(fs.readFileSync(file, "utf8"), /10\.244\.6\.0\/24/);
+  });
+
+  it("removes the file, and says when there was nothing to remove", async () => {
+    await writeConflist(dir, buildConflist(net, dir));
+    assert.equal(await removeConflist(dir), true);
+    assert.equal(fs.existsSync(path.join(dir, CONFLIST_NAME)), false);
+    assert.equal(await removeConflist(dir), false);
+  });
+});
