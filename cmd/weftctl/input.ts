@@ -19,7 +19,12 @@ export function specFromDocument(doc: unknown, where: string): Record<string, un
 }
 
 export function readSpecFile(file: string): Record<string, unknown>[] {
-  const text = file === "-" ? fs.readFileSync(0, "utf8") : fs.readFileSync(file, "utf8");
+  let text: string;
+  try {
+    text = fs.readFileSync(file === "-" ? 0 : file, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read ${file === "-" ? "stdin" : file}: ${(err as Error).message}`);
+  }
   const docs = parseAllDocuments(text);
   const out: Record<string, unknown>[] = [];
   docs.forEach((d, i) => {

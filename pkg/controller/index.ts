@@ -4,6 +4,5 @@ export { startController, DEFAULT_LEASE_TTL_SECONDS, SERVER_CHANNEL_OPTIONS, typ
 export { Model, Change, effectiveMtu, selectorMatches, VXLAN_OVERHEAD } from "./model.js";
 export { AgentView, type NodeContext } from "./view.js";
 export { joinRequestProblems, isValidNodeName } from "./join-request.js";
-export { validateNetworkSpec, checkNetworkConflicts, ValidationError, NETWORK_DEFAULTS, MAX_VNI, MAX_NODE_PREFIX_LENGTH, MIN_MTU, MAX_MTU, type Problem } from "./validation.js";
 export { resolveNetworks, networkStatus, sameStatus, type NetworkObject, type NetworkStatus, type Condition, type Verdict, type Usage } from "./resolve.js";
 export { KubeMode, type KubePort, type KubeNode, type Stoppable } from "./kube-mode.js";

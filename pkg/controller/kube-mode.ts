@@ -8,7 +8,7 @@ import type { Store } from "../store/index.js";
 import { selectorMatches, type Model } from "./model.js";
 import { immutableChanged, networkStatus, resolveNetworks, sameStatus, type NetworkObject, type NetworkStatus, type Usage, type Verdict } from "./resolve.js";
 import type { Sessions } from "./sessions.js";
-import { checkNetworkConflicts } from "./validation.js";
+import { checkNetworkConflicts } from "../spec/index.js";
 
 export interface KubeNode {
   name: string;

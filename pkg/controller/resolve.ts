@@ -4,7 +4,7 @@
 import { poolCapacity } from "../ipam/index.js";
 import { parseCidr } from "../ip/index.js";
 import type { NetworkSpec } from "../store/index.js";
-import { checkNetworkConflicts, validateNetworkSpec, ValidationError } from "./validation.js";
+import { checkNetworkConflicts, validateNetworkSpec, ValidationError } from "../spec/index.js";
 
 /** What the controller needs of an OverlayNetwork object. */
 export interface NetworkObject {

@@ -86,18 +86,21 @@ export function nthSubnet(pool: Cidr, prefix: number, i: number): Cidr {
 /** Index of `subnet` within `pool` at its own prefix, or -1 when it is not one of the pool's subnets of that size. */
 export function subnetIndex(pool: Cidr, prefix: number, subnet: Cidr): number {
   if (subnet.prefix !== prefix || !containsCidr(pool, subnet)) return -1;
-  return (subnet.base - pool.base) / 2 ** (32 - prefix);
+  // A hand-built Cidr may have host bits set; it is then no subnet of the pool, not a fractional one.
+  const i = (subnet.base - pool.base) / 2 ** (32 - prefix);
+  return Number.isInteger(i) ? i : -1;
 }
 
 /** The address `n` places after the network address, e.g. hostAddress(10.244.3.0/24, 1) = 10.244.3.1. */
 export function hostAddress(c: Cidr, n: number): string {
-  if (n < 0 || n >= cidrSize(c)) throw new RangeError(`host ${n} is outside ${formatCidr(c)}`);
+  if (!Number.isInteger(n) || n < 0 || n >= cidrSize(c)) throw new RangeError(`host ${n} is outside ${formatCidr(c)}`);
   return intToIp(c.base + n);
 }
 
 /** Lower-case colon form of a unicast Ethernet address, or undefined when `s` is not one. */
 export function normalizeMac(s: string): string | undefined {
-  const m = /^([0-9a-f]{2})([:-][0-9a-f]{2}){5}$/i.exec(s.trim());
+  // One separator throughout: "02:aa-bb:..." is a typo, not an address.
+  const m = /^[0-9a-f]{2}(?:(:)[0-9a-f]{2}(?::[0-9a-f]{2}){4}|(-)[0-9a-f]{2}(?:-[0-9a-f]{2}){4})$/i.exec(s.trim());
   if (!m) return undefined;
   const mac = s.trim().toLowerCase().replace(/-/g, ":");
   if (mac === "00:00:00:00:00:00" || (parseInt(mac.slice(0, 2), 16) & 1) === 1) return undefined;

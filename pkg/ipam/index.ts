@@ -33,6 +33,20 @@ export function isPoolSubnet(pool: Pool, subnet: string): boolean {
 }
 
 /**
+ * True when `subnet` is one of the pool's node subnets written canonically,
+ * the only spelling `taken` is compared in: " 10.0.0.0/24" must neither be
+ * handed out beside "10.0.0.0/24" nor count as taking it.
+ */
+function isCanonicalPoolSubnet(pool: Pool, subnet: string): boolean {
+  try {
+    const c = parseCidr(subnet);
+    return formatCidr(c) === subnet && subnetIndex(pool.cidr, pool.nodePrefixLength, c) >= 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Picks a subnet for `node` that is not in `taken` (canonical "a.b.c.d/n" strings).
  * Prefers `hint` (the subnet the node had before) when it is a free subnet of the
  * pool; otherwise probes from a start derived from the node's name, so that
@@ -40,12 +54,12 @@ export function isPoolSubnet(pool: Pool, subnet: string): boolean {
  * Returns undefined when the pool is exhausted.
  */
 export function chooseSubnet(pool: Pool, node: string, taken: ReadonlySet<string>, hint?: string): string | undefined {
-  if (hint && isPoolSubnet(pool, hint) && !taken.has(hint)) return hint;
+  if (hint && isCanonicalPoolSubnet(pool, hint) && !taken.has(hint)) return hint;
   const count = poolCapacity(pool);
   if (taken.size >= count) {
     // Fast path for a full pool; `taken` may hold strangers, so fall through only when it might not be full.
     let inPool = 0;
-    for (const s of taken) if (isPoolSubnet(pool, s)) inPool++;
+    for (const s of taken) if (isCanonicalPoolSubnet(pool, s)) inPool++;
     if (inPool >= count) return undefined;
   }
   const start = stableHash(node) % count;

@@ -1,7 +1,7 @@
 // Network spec validation: pure, shared by weftctl, the controller's
 // Kubernetes mode and the etcd write path. Every problem names its field.
 import { formatCidr, overlaps, parseCidr } from "../ip/index.js";
-import type { NetworkMode, NetworkSpec } from "../store/index.js";
+import type { NetworkMode, NetworkSpec } from "../store/types.js";
 
 export interface Problem {
   field: string;
@@ -54,11 +54,13 @@ export function validateNetworkSpec(input: unknown): NetworkSpec {
   const o = input as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!FIELDS.has(k)) bad(k, `unknown field (known: ${[...FIELDS].join(", ")})`);
 
-  if (typeof o.name !== "string" || !o.name) bad("name", "required");
+  if (o.name === undefined || o.name === "") bad("name", "required");
+  else if (typeof o.name !== "string") bad("name", `must be a string, got ${JSON.stringify(o.name)}`);
   else if (o.name.length > 63 || !DNS_LABEL.test(o.name)) bad("name", `"${o.name}" is not a DNS label (lower-case letters, digits and '-', at most 63 characters)`);
 
   let cidrPrefix: number | undefined;
-  if (typeof o.cidr !== "string" || !o.cidr) bad("cidr", "required, e.g. 10.244.0.0/16");
+  if (o.cidr === undefined || o.cidr === "") bad("cidr", "required, e.g. 10.244.0.0/16");
+  else if (typeof o.cidr !== "string") bad("cidr", `must be a string such as 10.244.0.0/16, got ${JSON.stringify(o.cidr)}`);
   else {
     try {
       cidrPrefix = parseCidr(o.cidr).prefix;

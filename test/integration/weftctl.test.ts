@@ -14,6 +14,21 @@ import { SimAgent, simJoinRequest } from "../harness/sim-agent.js";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const BUILT = path.join(ROOT, "dist/cmd/weftctl/main.js");
 
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) newest = Math.max(newest, newestSource(p));
+    else if (e.name.endsWith(".ts")) newest = Math.max(newest, fs.statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** `make test` builds first, and the compiled CLI starts faster; a dist older than the sources would test stale code, so then run the sources. */
+const CLI = fs.existsSync(BUILT) && fs.statSync(BUILT).mtimeMs >= Math.max(newestSource(path.join(ROOT, "cmd/weftctl")), newestSource(path.join(ROOT, "pkg")))
+  ? [BUILT]
+  : ["--import", "tsx", path.join(ROOT, "cmd/weftctl/main.ts")];
+
 describe("weftctl (real etcd, child process)", function () {
   this.timeout(120_000);
   const etcd = useEtcd();
@@ -22,8 +37,7 @@ describe("weftctl (real etcd, child process)", function () {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "weftctl-"));
 
   async function weftctl(...args: string[]) {
-    const argv = fs.existsSync(BUILT) ? [BUILT] : ["--import", "tsx", path.join(ROOT, "cmd/weftctl/main.ts")];
-    const res = await execa("node", [...argv, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, ...args], { reject: false, cwd: ROOT });
+    const res = await execa("node", [...CLI, "--etcd-endpoints", etcd.endpoint, "--etcd-prefix", prefix, ...args], { reject: false, cwd: ROOT });
     return { code: res.exitCode, out: String(res.stdout), err: String(res.stderr) };
   }
 
@@ -109,6 +123,70 @@ describe("weftctl (real etcd, child process)", function () {
     assert.match(r.err, /spec\.mtuu: unknown field/);
     assert.equal(await store.getNetwork("ok2"), undefined);
     assert.equal(await store.getNetwork("ok1"), undefined, "a file with one bad document writes nothing");
+    // What only YAML can express: wrong types, and the other immutable fields.
+    const yamlCases: [string, RegExp][] = [
+      ["name: y1\ncidr: 10.62.0.0/16\nvni: 62\nnodePrefixLength: 24\nnodeSelector: [zone=a]\n", /spec\.nodeSelector: must be a map/],
+      ["name: y2\ncidr: 10.63.0.0/16\nvni: 63\nnodePrefixLength: 24\nnodeSelector: {zone: {a: b}}\n", /spec\.nodeSelector\.zone: value .* is not a valid label value/],
+      ["name: y3\ncidr: 10.64.0.0/16\nvni: 64\nnodePrefixLength: 24\nnatOutgoing: maybe\n", /spec\.natOutgoing: must be true or false, got "maybe"/],
+      ["name: y4\ncidr: 10.65.0.0/16\nvni: '65'\nnodePrefixLength: 24\n", /spec\.vni: must be an integer .*got "65"/],
+      ["name: blue\ncidr: 10.244.0.0/16\nvni: 43\nnodePrefixLength: 24\ndefault: true\n", /spec\.vni: is immutable .*was 42, got 43/],
+      ["name: blue\ncidr: 10.244.0.0/15\nvni: 42\nnodePrefixLength: 24\ndefault: true\n", /spec\.cidr: is immutable .*was 10\.244\.0\.0\/16, got 10\.244\.0\.0\/15/],
+    ];
+    for (const [yaml, message] of yamlCases) {
+      fs.writeFileSync(file, yaml);
+      r = await weftctl("network", "apply", "-f", file);
+      assert.notEqual(r.code, 0, yaml);
+      assert.match(r.err, message, yaml);
+      assert.equal(r.err.trim().split("\n").length, 1, `one line: ${r.err}`);
+    }
+    assert.equal(await etcdDump(), before, "etcd unchanged by rejected input");
+  });
+
+  it("takes etcd from WEFT_* variables and a file from stdin", async () => {
+    const res = await execa("node", [...CLI, "network", "apply", "-f", "-"], {
+      reject: false,
+      cwd: ROOT,
+      env: { WEFT_ETCD_ENDPOINTS: etcd.endpoint, WEFT_ETCD_PREFIX: prefix },
+      input: "kind: OverlayNetwork\napiVersion: weft.dev/v1alpha1\nmetadata: {name: stdin-net}\nspec: {cidr: 10.70.0.0/16, vni: 70, nodePrefixLength: 24}\n",
+    });
+    assert.equal(res.exitCode, 0, String(res.stderr));
+    assert.equal(String(res.stdout), "network/stdin-net created");
+    assert.equal((await store.getNetwork("stdin-net"))?.vni, 70);
+    const r = await weftctl("network", "delete", "stdin-net");
+    assert.equal(r.code, 0, r.err);
+  });
+
+  it("reports usage errors in one line and writes nothing", async () => {
+    const before = await etcdDump();
+    const file = path.join(tmp, "usage.yaml");
+    const cases: [() => Promise<{ code: number | undefined; err: string }>, RegExp][] = [
+      [() => weftctl("network", "create", "u1", "--cidr", "10.80.0.0/16", "--vni", "80", "--node-prefix-length", "24", "--nat-outgoing=maybe"), /^error: option '--nat-outgoing \[bool\]' argument 'maybe' is invalid\. not a boolean/],
+      [() => weftctl("network", "create", "u1", "--cidr", "10.80.0.0/16", "--node-prefix-length", "24"), /^error: required option '--vni <vni>' not specified/],
+      [() => weftctl("network", "create", "u1", "--cidr", "10.80.0.0/16", "--vni", "80", "--node-prefix-length", "24", "--node-selector", "zone"), /^error: .*--node-selector.*label "zone" is not key=value/],
+      [() => weftctl("network", "list", "-o", "yaml"), /^error: option '-o, --output <format>' argument 'yaml' is invalid\. Allowed choices are table, json/],
+      [() => weftctl("network", "frobnicate"), /^error: unknown command 'frobnicate'/],
+      [() => weftctl("network", "get", "no-such-net"), /^error: network "no-such-net" not found/],
+      [() => weftctl("network", "delete", "no-such-net"), /^error: network "no-such-net" not found/],
+      [async () => {
+        fs.writeFileSync(file, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+        return weftctl("network", "apply", "-f", file);
+      }, /^error: .*usage\.yaml: document 1: kind must be OverlayNetwork, got "ConfigMap"/],
+      [async () => {
+        fs.writeFileSync(file, "name: twice\ncidr: 10.81.0.0/16\nvni: 81\nnodePrefixLength: 24\n---\nname: twice\ncidr: 10.82.0.0/16\nvni: 82\nnodePrefixLength: 24\n");
+        return weftctl("network", "apply", "-f", file);
+      }, /^error: .*network "twice" appears more than once/],
+      [async () => {
+        fs.writeFileSync(file, "name: u2\ncidr: 10.83.0.0/16\nvni: 83\nnodePrefixLength: 24\n---\nname: u3\ncidr: 10.83.128.0/17\nvni: 84\nnodePrefixLength: 24\n");
+        return weftctl("network", "apply", "-f", file);
+      }, /^error: .*u3: spec\.cidr: 10\.83\.128\.0\/17 overlaps 10\.83\.0\.0\/16 of network "u2"/],
+      [() => weftctl("network", "apply", "-f", path.join(tmp, "missing.yaml")), /^error: cannot read .*missing\.yaml: ENOENT/],
+    ];
+    for (const [run, message] of cases) {
+      const r = await run();
+      assert.notEqual(r.code, 0, message.source);
+      assert.match(r.err, message);
+      assert.equal(r.err.trim().split("\n").length, 1, `one line: ${r.err}`);
+    }
     assert.equal(await etcdDump(), before, "etcd unchanged by rejected input");
   });
 
@@ -167,7 +245,7 @@ describe("weftctl (real etcd, child process)", function () {
   });
 
   it("fails fast with a clear error when etcd is unreachable", async () => {
-    const res = await execa("node", [fs.existsSync(BUILT) ? BUILT : path.join(ROOT, "cmd/weftctl/main.ts"), "--etcd-endpoints", "http://127.0.0.1:9", "--timeout", "2s", "network", "list"], { reject: false, cwd: ROOT, ...(fs.existsSync(BUILT) ? {} : { nodeOptions: ["--import", "tsx"] }) });
+    const res = await execa("node", [...CLI, "--etcd-endpoints", "http://127.0.0.1:9", "--timeout", "2s", "network", "list"], { reject: false, cwd: ROOT });
     assert.notEqual(res.exitCode, 0);
     assert.match(String(res.stderr), /^error: cannot reach etcd at http:\/\/127\.0\.0\.1:9/);
   });
