@@ -119,20 +119,22 @@ async function up(o: { nodes: number; pods: number; cidr: string; vni: number })
   const h1 = hosts[0];
   const p1 = pods[0];
   const remote = pods.find((p) => p.host !== h1) ?? pods[pods.length - 1];
-  process.stdout.write(`
-${bold("Explore")} (as root; the lab stays up until ${bold("make lab-down")}):
-  ip netns exec ${h1.netns} ip -d link show weft.${o.vni}          # the VXLAN device
-  ip netns exec ${h1.netns} bridge fdb show dev weft.${o.vni}      # one static entry per peer
-  ip netns exec ${h1.netns} ip neigh show dev weft.${o.vni}        # one permanent neighbour per peer
-  ip netns exec ${h1.netns} ip route                               # one onlink route per peer subnet
-  ip netns exec ${h1.netns} iptables -t nat -S WEFT-POSTRTG
-  ip netns exec ${p1.netns} ping ${remote.ip}                 # pod to pod across hosts
-  ip netns exec ${PREFIX}-sw tcpdump -ni h1 udp port 4789      # the VXLAN traffic on the underlay
-  ip netns exec ${PREFIX}-ctl node dist/cmd/weftctl/main.js --etcd-endpoints ${cluster.etcdEndpoint} lease list
-  ip netns exec ${h1.netns} curl -s localhost:${AGENT_METRICS_PORT}/metrics | grep ^weft_agent
-  ip netns exec ${PREFIX}-ctl curl -s ${cluster.controllerAddress(0).replace(/:\d+$/, ":9401")}/metrics | grep ^weft_controller
-  logs: ${RUN_DIR}/logs/
-`);
+  const explore: [string, string][] = [
+    [`ip netns exec ${h1.netns} ip -d link show weft.${o.vni}`, "the VXLAN device"],
+    [`ip netns exec ${h1.netns} bridge fdb show dev weft.${o.vni}`, "one static entry per peer"],
+    [`ip netns exec ${h1.netns} ip neigh show dev weft.${o.vni}`, "one permanent neighbour per peer"],
+    [`ip netns exec ${h1.netns} ip route`, "one onlink route per peer subnet"],
+    [`ip netns exec ${h1.netns} iptables -t nat -S WEFT-POSTRTG`, "outbound NAT"],
+    [`ip netns exec ${p1.netns} ping ${remote.ip}`, "pod to pod across hosts"],
+    [`ip netns exec ${cluster.switchNs} tcpdump -ni h1 udp port 4789`, "the VXLAN traffic on the underlay"],
+    [`ip netns exec ${cluster.controlNs} node dist/cmd/weftctl/main.js --etcd-endpoints ${cluster.etcdEndpoint} lease list`, "subnets leased"],
+    [`ip netns exec ${h1.netns} curl -s localhost:${AGENT_METRICS_PORT}/metrics | grep ^weft_agent`, "agent metrics"],
+    [`ip netns exec ${cluster.controlNs} curl -s ${cluster.controllerAddress(0).replace(/:\d+$/, ":9401")}/metrics | grep ^weft_controller`, "controller metrics"],
+  ];
+  const width = Math.min(72, Math.max(...explore.map(([cmd]) => cmd.length)));
+  process.stdout.write(`\n${bold("Explore")} (as root; the lab stays up until ${bold("make lab-down")}):\n`);
+  for (const [cmd, what] of explore) process.stdout.write(`  ${cmd.padEnd(width)}   # ${what}\n`);
+  process.stdout.write(`  logs: ${RUN_DIR}/logs/\n`);
   const ok = failures === 0 && natOk;
   process.stdout.write(`\n${ok ? green("lab is up and every check passed") : red("lab is up but checks FAILED")} in ${((Date.now() - t0) / 1000).toFixed(1)}s\n`);
   process.off("SIGINT", onSignal);

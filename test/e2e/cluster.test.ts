@@ -37,7 +37,11 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
     const from = c.pods.find((p) => p.host === h1)!;
     const to = c.pods.find((p) => p.host === h2)!;
     const capture = execa("ip", ["netns", "exec", c.cluster.switchNs, "timeout", "10", "tcpdump", "-l", "-n", "-T", "vxlan", "-i", `h${h1.index}`, "-c", "2", `udp dst port ${PORT}`], { reject: false });
-    await new Promise((r) => setTimeout(r, 500)); // tcpdump attaches
+    // tcpdump says "listening on" once the capture is attached; packets sent before would be missed.
+    await new Promise<void>((resolve) => {
+      capture.stderr?.on("data", (d: Buffer) => d.toString().includes("listening on") && resolve());
+      void capture.then(() => resolve());
+    });
     await c.cluster.ping(from.netns, to.ip, 3, 0.2, 1);
     const out = String((await capture).stdout);
     assert.match(out, new RegExp(`${h1.ip.replaceAll(".", "\\.")}\\.\\d+ > ${h2.ip.replaceAll(".", "\\.")}\\.${PORT}: VXLAN.*vni ${VNI}`), out);
@@ -63,14 +67,14 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
     }
   });
 
-  it("loses no packet while an agent restarts under a continuous ping", async () => {
+  it("loses no packet while agents restart (one after SIGTERM, one after SIGKILL) under a continuous ping", async () => {
     const [h1, h2] = c.hosts;
     const from = c.pods.find((p) => p.host === h1)!;
     const to = c.pods.find((p) => p.host === h2)!;
     const ping = c.cluster.startPing(from.netns, to.ip, 0.02);
     await new Promise((r) => setTimeout(r, 300));
     for (const h of [h1, h2]) {
-      await h.agent!.stop("SIGTERM");
+      await h.agent!.stop(h === h1 ? "SIGTERM" : "SIGKILL");
       h.agent!.start();
       await c.cluster.waitAgent(h);
     }
