@@ -6,8 +6,13 @@ NODES ?= 3
 PODS ?= 2
 CIDR ?= 10.244.0.0/16
 VNI ?= 42
+# kube-apiserver (and kubectl when the machine has none) for test/kube, built
+# once from the Go module proxy and cached outside the repository.
+WEFT_CACHE ?= $(HOME)/.cache/weft
+export WEFT_CACHE
+export PATH := $(PATH):$(WEFT_CACHE)/bin
 
-.PHONY: help deps gen verify-gen build typecheck test test-unit test-integration test-e2e bench lab lab-down clean
+.PHONY: help deps gen verify-gen build typecheck kube-tools test test-unit test-integration test-e2e test-kube bench lab lab-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,8 +33,12 @@ build: deps ## compile to dist/
 typecheck: deps ## type-check everything, tests included
 	@node_modules/.bin/tsc -p tsconfig.json --noEmit
 
-test: deps verify-gen typecheck build ## install what is needed, then run every test suite
-	@$(MOCHA) 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts'
+kube-tools: ## build kube-apiserver (and kubectl if missing) for the Kubernetes tests; cached, 10-20 min the first time
+	@hack/build-kube-apiserver.sh kube-apiserver >/dev/null
+	@command -v kubectl >/dev/null || hack/build-kube-apiserver.sh kubectl >/dev/null
+
+test: deps verify-gen typecheck build kube-tools ## install what is needed, then run every test suite
+	@$(MOCHA) 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts' 'test/kube/**/*.test.ts'
 
 test-unit: deps ## unit tests only (pure logic)
 	@$(MOCHA) 'test/unit/**/*.test.ts'
@@ -39,6 +48,9 @@ test-integration: deps build ## integration tests (real etcd)
 
 test-e2e: deps build ## end-to-end tests (network namespaces, real kernel)
 	@$(MOCHA) 'test/e2e/**/*.test.ts'
+
+test-kube: deps build kube-tools ## Kubernetes tests (real kube-apiserver, deploy/ manifests, controller in Kubernetes mode)
+	@$(MOCHA) 'test/kube/**/*.test.ts'
 
 bench: deps build ## benchmarks: tables printed and written to bench/results/
 	@node --import tsx test/bench/run.ts

@@ -2,14 +2,18 @@
 // weft-controller: keeps subnet leases and VTEP membership in etcd and streams
 // each agent its desired config over gRPC.
 import fs from "node:fs";
-import { Command, envOption, parseDuration, parseList, runMain } from "../../pkg/cli/index.js";
+import { Command, envOption, parseBool, parseDuration, parseList, runMain } from "../../pkg/cli/index.js";
 import { startController } from "../../pkg/controller/index.js";
+import { KubeClient } from "../../pkg/kube/index.js";
 import { newLogger } from "../../pkg/log/index.js";
-import { DEFAULT_PREFIX } from "../../pkg/store/index.js";
+import { DEFAULT_PREFIX, loadEtcdTls } from "../../pkg/store/index.js";
 
 interface Flags {
   etcdEndpoints: string[];
   etcdPrefix: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
   listen: string;
   metricsAddr: string;
   leaseTtl: number;
@@ -17,18 +21,25 @@ interface Flags {
   tlsKey?: string;
   tlsCa?: string;
   logLevel: string;
+  kube: boolean;
+  kubeconfig?: string;
 }
 
 const program = new Command("weft-controller")
   .description("Weft controller: subnet leases and VTEP membership in etcd, config streamed to agents over gRPC.\nEvery flag can also be set with the environment variable shown.")
   .addOption(envOption("--etcd-endpoints <urls>", "etcd client URLs, comma-separated", ["http://127.0.0.1:2379"], "http://127.0.0.1:2379").argParser(parseList))
   .addOption(envOption("--etcd-prefix <prefix>", "key prefix in etcd", DEFAULT_PREFIX))
+  .addOption(envOption("--etcd-ca <file>", "CA that signed etcd's certificate (PEM), for https:// endpoints"))
+  .addOption(envOption("--etcd-cert <file>", "client certificate for etcd (PEM), when etcd requires one (--client-cert-auth)"))
+  .addOption(envOption("--etcd-key <file>", "private key of --etcd-cert (PEM)"))
   .addOption(envOption("--listen <addr>", "gRPC listen address for agents", "0.0.0.0:9400"))
   .addOption(envOption("--metrics-addr <addr>", "HTTP address for /metrics, /healthz, /readyz", "0.0.0.0:9401"))
   .addOption(envOption("--lease-ttl <duration>", "how long a node keeps its subnets with no agent connected", 24 * 3600 * 1000, "24h").argParser(parseDuration))
   .addOption(envOption("--tls-cert <file>", "server certificate (PEM); with --tls-key and --tls-ca enables mTLS"))
   .addOption(envOption("--tls-key <file>", "server private key (PEM)"))
   .addOption(envOption("--tls-ca <file>", "CA that signs agent client certificates; an agent may act only for the node named in its certificate's CN"))
+  .addOption(envOption("--kube [enabled]", "Kubernetes mode with the in-cluster service account: networks from OverlayNetwork objects, members from Nodes", false).argParser(parseBool))
+  .addOption(envOption("--kubeconfig <file>", "Kubernetes mode with this kubeconfig (implies --kube)"))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
@@ -38,14 +49,25 @@ await runMain(async () => {
   const tlsGiven = [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
+  const etcdTls = loadEtcdTls({ ca: f.etcdCa, cert: f.etcdCert, key: f.etcdKey }, f.etcdEndpoints);
   const log = newLogger("weft-controller", f.logLevel);
+  const kubeMode = f.kube || !!f.kubeconfig;
+  const kube = kubeMode
+    ? KubeClient.fromOptions(
+        { kubeconfig: f.kubeconfig },
+        { log: log.child({ component: "kube" }), onError: (err) => log.warn({ err: String(err) }, "Kubernetes list/watch failed; retrying") },
+      )
+    : undefined;
+  if (kube) log.info({ kubeconfig: f.kubeconfig ?? "in-cluster" }, "Kubernetes mode: networks from OverlayNetworks, members from Nodes");
   const controller = await startController({
     etcdEndpoints: f.etcdEndpoints,
     etcdPrefix: f.etcdPrefix,
+    etcdTls,
     listen: f.listen,
     metricsAddr: f.metricsAddr,
     leaseTtlSeconds: Math.round(f.leaseTtl / 1000),
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
+    kube,
     log,
   });
   await new Promise<void>((resolve) => {

@@ -3,7 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import { AgentMessage, ConfigUpdate, ControllerService } from "../api/index.js";
 import { newLogger, type Logger } from "../log/index.js";
 import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
-import { Store } from "../store/index.js";
+import { Store, type EtcdTls } from "../store/index.js";
 import { collectGarbage, Leadership } from "./leader.js";
 import { controllerMetrics } from "./metrics.js";
 import { Change, Model } from "./model.js";
@@ -21,6 +21,8 @@ export interface TlsFiles {
 export interface ControllerOptions {
   etcdEndpoints: string[];
   etcdPrefix?: string;
+  /** Client TLS for https:// etcd endpoints. */
+  etcdTls?: EtcdTls;
   /** gRPC listen address, e.g. "0.0.0.0:9400" or "127.0.0.1:0". */
   listen: string;
   /** /metrics, /healthz, /readyz; omitted: no HTTP server. */
@@ -76,7 +78,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const registry = opts.registry ?? newRegistry();
   const identity = opts.identity ?? `${os.hostname()}-${process.pid}`;
   const leaseTtlSeconds = opts.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
-  const store = Store.connect({ endpoints: opts.etcdEndpoints, prefix: opts.etcdPrefix, log, registry });
+  const store = Store.connect({ endpoints: opts.etcdEndpoints, prefix: opts.etcdPrefix, tls: opts.etcdTls, log, registry });
   const model = new Model();
 
   let sessions: Sessions | undefined;

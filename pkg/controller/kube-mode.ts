@@ -133,7 +133,7 @@ export class KubeMode {
 
   private async reconcile(): Promise<void> {
     if (this.objects) {
-      const verdicts = resolveNetworks(this.objects);
+      const verdicts = resolveNetworks(this.objects, new Set(this.deps.model.networks.keys()));
       await this.mirrorNetworks(verdicts);
       await this.writeStatuses(this.objects, verdicts);
     }

@@ -44,11 +44,14 @@ export interface Verdict {
 const REASON_BY_FIELD: Record<string, string> = { cidr: "Overlap", vni: "VNIConflict", default: "DefaultConflict" };
 
 /**
- * Validates every object and resolves conflicts in creation order (ties by
- * name), so a newer network never displaces one that agents already use.
+ * Validates every object and resolves conflicts: networks already served
+ * (`served`, the names in etcd) first, then in creation order, then by name.
+ * So a newer network never displaces one that agents already use, even when
+ * both were created in the same second (creation times have 1 s resolution).
  */
-export function resolveNetworks(objects: NetworkObject[]): Map<string, Verdict> {
-  const ordered = [...objects].sort((a, b) => a.creationTimestamp.localeCompare(b.creationTimestamp) || a.name.localeCompare(b.name));
+export function resolveNetworks(objects: NetworkObject[], served: ReadonlySet<string> = new Set()): Map<string, Verdict> {
+  const rank = (o: NetworkObject) => (served.has(o.name) ? 0 : 1);
+  const ordered = [...objects].sort((a, b) => rank(a) - rank(b) || a.creationTimestamp.localeCompare(b.creationTimestamp) || a.name.localeCompare(b.name));
   const accepted: NetworkSpec[] = [];
   const verdicts = new Map<string, Verdict>();
   for (const obj of ordered) {

@@ -13,6 +13,8 @@ export interface EtcdOptions {
   dataDir?: string;
   /** Where etcd's own output goes; default discarded. */
   logFile?: string;
+  /** Serve clients over https and require client certificates from this CA (etcd --client-cert-auth). */
+  tls?: { certFile: string; keyFile: string; caFile: string };
 }
 
 /**
@@ -31,8 +33,10 @@ export class EtcdProcess {
     readonly host: string,
     readonly clientPort: number,
     readonly peerPort: number,
+    /** Plain-http /health listener (needed when clients must present certificates). */
+    private readonly metricsPort: number,
   ) {
-    this.endpoint = `http://${host}:${clientPort}`;
+    this.endpoint = `${opts.tls ? "https" : "http"}://${host}:${clientPort}`;
     this.ownsDataDir = !opts.dataDir;
     this.dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "weft-etcd-"));
   }
@@ -40,7 +44,7 @@ export class EtcdProcess {
   static async start(opts: EtcdOptions = {}): Promise<EtcdProcess> {
     const host = opts.host ?? "127.0.0.1";
     // Ports are picked in the current namespace; inside a fresh netns every port is free anyway.
-    const etcd = new EtcdProcess(opts, host, await freePort(), await freePort());
+    const etcd = new EtcdProcess(opts, host, await freePort(), await freePort(), await freePort());
     await etcd.startProcess();
     return etcd;
   }
@@ -61,7 +65,10 @@ export class EtcdProcess {
       "--log-level", "warn",
       "--logger", "zap",
       "--auto-compaction-retention", "0",
+      "--listen-metrics-urls", this.metricsUrl,
     ];
+    const tls = this.opts.tls;
+    if (tls) args.push("--cert-file", tls.certFile, "--key-file", tls.keyFile, "--client-cert-auth", "--trusted-ca-file", tls.caFile);
     const cmd = this.opts.netns ? "ip" : "etcd";
     const argv = this.opts.netns ? ["netns", "exec", this.opts.netns, "etcd", ...args] : args;
     const out = this.opts.logFile ? fs.openSync(this.opts.logFile, "a") : "ignore";
@@ -78,15 +85,19 @@ export class EtcdProcess {
     }, 30_000);
   }
 
+  private get metricsUrl(): string {
+    return `http://${this.host}:${this.metricsPort}`;
+  }
+
   /** True when etcd answers its health endpoint (asked from inside its namespace). */
   async healthy(): Promise<boolean> {
     if (!this.opts.netns) {
-      const res = await fetch(`${this.endpoint}/health`, { signal: AbortSignal.timeout(1000) });
+      const res = await fetch(`${this.metricsUrl}/health`, { signal: AbortSignal.timeout(1000) });
       return res.ok;
     }
     const { execFile } = await import("node:child_process");
     return new Promise((resolve) => {
-      execFile("ip", ["netns", "exec", this.opts.netns!, "etcdctl", "--endpoints", this.endpoint, "--dial-timeout=1s", "endpoint", "health"],
+      execFile("ip", ["netns", "exec", this.opts.netns!, "curl", "-sf", "--max-time", "1", `${this.metricsUrl}/health`],
         { timeout: 3000 }, (err) => resolve(!err));
     });
   }

@@ -13,3 +13,4 @@ export {
   type NodeRegistration,
   type StoreWatch,
 } from "./store.js";
+export { loadEtcdTls, type EtcdTls, type EtcdTlsFiles } from "./tls.js";

@@ -4,6 +4,7 @@ import { prom, type Registry } from "../metrics/index.js";
 import { chooseSubnet } from "../ipam/index.js";
 import { parseCidr } from "../ip/index.js";
 import { Keys, prefixEnd, type ParsedKey } from "./keys.js";
+import type { EtcdTls } from "./tls.js";
 import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
 export interface StoreOptions {
@@ -13,6 +14,8 @@ export interface StoreOptions {
   registry?: Registry;
   /** How long to wait for etcd before a call fails (ms). */
   timeoutMs?: number;
+  /** TLS for https:// endpoints (client certificate for etcd's --client-cert-auth). */
+  tls?: EtcdTls;
 }
 
 /** A value with the etcd metadata the controller needs for compare-and-swap. */
@@ -105,7 +108,11 @@ export class Store {
     this.keys = new Keys(opts.prefix);
     this.log = opts.log;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    this.client = new Etcd3({ hosts: opts.endpoints, dialTimeout: Math.min(this.timeoutMs, 5000) });
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: Math.min(this.timeoutMs, 5000),
+      ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca ?? (null as unknown as Buffer), certChain: opts.tls.cert, privateKey: opts.tls.key } } : {}),
+    });
     if (opts.registry) {
       this.opLatency = new prom.Histogram({
         name: "weft_controller_etcd_operation_seconds",

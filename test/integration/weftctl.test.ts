@@ -8,26 +8,12 @@ import { execa } from "execa";
 import { startController, type RunningController } from "../../pkg/controller/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { Store } from "../../pkg/store/index.js";
+import { commandArgv } from "../harness/cli.js";
 import { useEtcd } from "../harness/etcd.js";
 import { SimAgent, simJoinRequest } from "../harness/sim-agent.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
-const BUILT = path.join(ROOT, "dist/cmd/weftctl/main.js");
-
-function newestSource(dir: string): number {
-  let newest = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) newest = Math.max(newest, newestSource(p));
-    else if (e.name.endsWith(".ts")) newest = Math.max(newest, fs.statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-/** `make test` builds first, and the compiled CLI starts faster; a dist older than the sources would test stale code, so then run the sources. */
-const CLI = fs.existsSync(BUILT) && fs.statSync(BUILT).mtimeMs >= Math.max(newestSource(path.join(ROOT, "cmd/weftctl")), newestSource(path.join(ROOT, "pkg")))
-  ? [BUILT]
-  : ["--import", "tsx", path.join(ROOT, "cmd/weftctl/main.ts")];
+const CLI = commandArgv("weftctl");
 
 describe("weftctl (real etcd, child process)", function () {
   this.timeout(120_000);

@@ -27,6 +27,16 @@ describe("kubernetes mode: resolving OverlayNetworks (pure)", () => {
     assert.ok(after.get("overlap")?.spec && after.get("samevni")?.spec);
   });
 
+  it("a served network keeps winning against one created in the same second, whatever the names", () => {
+    const pods = obj("pods", "2026-01-01T00:00:05Z", { cidr: "10.244.0.0/16", vni: 42, nodePrefixLength: 24 });
+    const overlap = obj("overlap", "2026-01-01T00:00:05Z", { cidr: "10.244.128.0/17", vni: 43, nodePrefixLength: 24 });
+    // Nothing served yet: the name breaks the tie.
+    assert.ok(resolveNetworks([pods, overlap]).get("overlap")?.spec);
+    const v = resolveNetworks([overlap, pods], new Set(["pods"]));
+    assert.ok(v.get("pods")?.spec);
+    assert.equal(v.get("overlap")?.reason, "Overlap");
+  });
+
   it("status: Ready with counts for served networks, Invalid with the reason otherwise, PoolExhausted when full", () => {
     const o = obj("blue", "2026-01-01T00:00:00Z", { cidr: "10.244.0.0/29", vni: 42, nodePrefixLength: 30 }, 3);
     const [verdict] = [...resolveNetworks([o]).values()];

@@ -1,0 +1,102 @@
+// What deploy/ asks of the cluster, read from `kubectl kustomize deploy/`:
+// the properties the design relies on, and WEFT_* variables that are real flags
+// of the commands (so manifests and command lines cannot drift apart).
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { execa } from "execa";
+import YAML from "yaml";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+
+// Manifests are loosely typed: the tests check them field by field.
+type Obj = { kind: string; metadata: { name: string; namespace?: string }; spec: any };
+type Container = { name: string; command: string[]; env?: Array<{ name: string; value?: string; valueFrom?: any }>; ports?: Array<{ name: string; containerPort: number }>; securityContext?: any; livenessProbe?: any; readinessProbe?: any; resources?: any };
+
+async function helpOf(cmd: string): Promise<string> {
+  const built = path.join(ROOT, "dist/cmd", cmd, "main.js");
+  const argv = fs.existsSync(built) ? [built] : ["--import", "tsx", path.join(ROOT, "cmd", cmd, "main.ts")];
+  return String((await execa("node", [...argv, "--help"], { cwd: ROOT })).stdout);
+}
+
+function flagOf(envName: string): string {
+  return `--${envName.replace(/^WEFT_/, "").toLowerCase().replace(/_/g, "-")}`;
+}
+
+function env(c: Container, name: string): string | undefined {
+  return c.env?.find((e) => e.name === name)?.value;
+}
+
+describe("deploy/ manifests", function () {
+  this.timeout(60_000);
+  let objs: Obj[];
+  const get = (kind: string, name: string) => {
+    const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
+    assert.ok(o, `${kind}/${name} missing from deploy/`);
+    return o;
+  };
+
+  before(async () => {
+    const out = await execa("kubectl", ["kustomize", path.join(ROOT, "deploy")]);
+    objs = YAML.parseAllDocuments(String(out.stdout)).map((d) => d.toJSON() as Obj);
+  });
+
+  it("agent DaemonSet: host network, NET_ADMIN+NET_RAW without privilege, every taint tolerated, node name from the downward API", () => {
+    const ds = get("DaemonSet", "weft-agent").spec.template.spec;
+    assert.equal(ds.hostNetwork, true);
+    assert.equal(ds.priorityClassName, "system-node-critical");
+    assert.deepEqual(ds.tolerations, [{ operator: "Exists" }]);
+    assert.equal(ds.automountServiceAccountToken, false);
+    const agent = ds.containers.find((c: Container) => c.name === "agent") as Container;
+    assert.equal(agent.securityContext.privileged, false);
+    assert.deepEqual([...agent.securityContext.capabilities.add].sort(), ["NET_ADMIN", "NET_RAW"]);
+    assert.deepEqual(agent.securityContext.capabilities.drop, ["ALL"]);
+    assert.deepEqual(agent.env?.find((e) => e.name === "WEFT_NODE_NAME")?.valueFrom, { fieldRef: { fieldPath: "spec.nodeName" } });
+    const hostPaths = ds.volumes.filter((v: { hostPath?: unknown }) => v.hostPath).map((v: { hostPath: { path: string } }) => v.hostPath.path).sort();
+    assert.deepEqual(hostPaths, ["/etc/cni/net.d", "/opt/cni/bin", "/run/xtables.lock", "/var/lib/weft"]);
+    const metricsPort = agent.ports?.find((p) => p.name === "metrics")?.containerPort;
+    assert.equal(env(agent, "WEFT_METRICS_ADDR"), `0.0.0.0:${metricsPort}`);
+    assert.equal(agent.livenessProbe.httpGet.path, "/healthz");
+    assert.equal(agent.readinessProbe.httpGet.path, "/readyz");
+    assert.equal(agent.readinessProbe.httpGet.port, "metrics");
+    // The certificate the agent presents is the one named after its node (the controller checks the CN).
+    assert.equal(env(agent, "WEFT_TLS_CERT"), "/etc/weft/tls/$(WEFT_NODE_NAME).crt");
+  });
+
+  it("controller Deployment: 2 non-root replicas on the host network, read-only root, probes on the metrics port, reached through its Service", () => {
+    const dep = get("Deployment", "weft-controller").spec;
+    assert.equal(dep.replicas, 2);
+    const pod = dep.template.spec;
+    assert.equal(pod.hostNetwork, true);
+    assert.equal(pod.securityContext.runAsNonRoot, true);
+    assert.ok(pod.tolerations.some((t: { key?: string }) => t.key === "node-role.kubernetes.io/control-plane"));
+    const c = pod.containers[0] as Container;
+    assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+    assert.ok(c.resources.requests.cpu && c.resources.limits.memory);
+    const port = (name: string) => c.ports?.find((p) => p.name === name)?.containerPort;
+    assert.equal(env(c, "WEFT_METRICS_ADDR"), `0.0.0.0:${port("metrics")}`);
+    assert.equal(env(c, "WEFT_LISTEN"), `0.0.0.0:${port("grpc")}`);
+    assert.equal(c.livenessProbe.httpGet.path, "/healthz");
+    assert.equal(c.readinessProbe.httpGet.path, "/readyz");
+    assert.deepEqual(c.env?.find((e) => e.name === "WEFT_ETCD_ENDPOINTS")?.valueFrom, { secretKeyRef: { name: "weft-etcd", key: "endpoints" } });
+    const svc = get("Service", "weft-controller").spec;
+    assert.deepEqual(svc.selector, dep.selector.matchLabels);
+    assert.ok(svc.ports.some((p: { name: string; targetPort: string }) => p.name === "grpc" && p.targetPort === "grpc"));
+    // The agents' controller address is built from this Service's environment variables.
+    const agent = get("DaemonSet", "weft-agent").spec.template.spec.containers.find((x: Container) => x.name === "agent") as Container;
+    assert.equal(env(agent, "WEFT_CONTROLLER"), "$(WEFT_CONTROLLER_SERVICE_HOST):$(WEFT_CONTROLLER_SERVICE_PORT_GRPC)");
+  });
+
+  it("every WEFT_* variable in the manifests is a flag of the command it configures", async () => {
+    for (const [kind, name, cmd] of [["Deployment", "weft-controller", "weft-controller"], ["DaemonSet", "weft-agent", "weft-agent"]] as const) {
+      const help = await helpOf(cmd);
+      const c = (get(kind, name).spec.template.spec.containers as Container[])[0];
+      assert.ok(c.command.join(" ").endsWith(`dist/cmd/${cmd}/main.js`), `${name} runs ${c.command.join(" ")}`);
+      for (const e of c.env ?? []) {
+        if (!e.name.startsWith("WEFT_")) continue;
+        assert.ok(help.includes(flagOf(e.name)), `${name}: ${e.name} is not a flag of ${cmd} (no ${flagOf(e.name)} in --help)`);
+      }
+    }
+  });
+});
