@@ -23,6 +23,7 @@ interface Flags {
   logLevel: string;
   kube: boolean;
   kubeconfig?: string;
+  kubeResync: number;
 }
 
 const program = new Command("weft-controller")
@@ -40,6 +41,7 @@ const program = new Command("weft-controller")
   .addOption(envOption("--tls-ca <file>", "CA that signs agent client certificates; an agent may act only for the node named in its certificate's CN"))
   .addOption(envOption("--kube [enabled]", "Kubernetes mode with the in-cluster service account: networks from OverlayNetwork objects, members from Nodes", false).argParser(parseBool))
   .addOption(envOption("--kubeconfig <file>", "Kubernetes mode with this kubeconfig (implies --kube)"))
+  .addOption(envOption("--kube-resync <duration>", "Kubernetes mode: how often every status and Node condition is re-checked", 300_000, "5m").argParser(parseDuration))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
@@ -49,6 +51,7 @@ await runMain(async () => {
   const tlsGiven = [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
+  if (f.kubeResync < 1000) throw new Error("--kube-resync: must be at least 1s");
   const etcdTls = loadEtcdTls({ ca: f.etcdCa, cert: f.etcdCert, key: f.etcdKey }, f.etcdEndpoints);
   const log = newLogger("weft-controller", f.logLevel);
   const kubeMode = f.kube || !!f.kubeconfig;
@@ -68,6 +71,7 @@ await runMain(async () => {
     leaseTtlSeconds: Math.round(f.leaseTtl / 1000),
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
     kube,
+    kubeResyncMs: f.kubeResync,
     log,
   });
   await new Promise<void>((resolve) => {

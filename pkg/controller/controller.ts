@@ -40,6 +40,8 @@ export interface ControllerOptions {
   leaderTtlSeconds?: number;
   /** Kubernetes mode: networks from OverlayNetwork objects, node labels and existence from Node objects. */
   kube?: KubePort;
+  /** Kubernetes mode: how often the leader re-checks every status and Node condition from its caches (client-go's resync). */
+  kubeResyncMs?: number;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
 }
@@ -83,7 +85,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
 
   let sessions: Sessions | undefined;
   let leadership: Leadership | undefined;
-  const kubeMode = opts.kube ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log }) : undefined;
+  const kubeMode = opts.kube ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log, resyncMs: opts.kubeResyncMs }) : undefined;
   let pending: Change | undefined;
   const flush = () => {
     const change = pending;

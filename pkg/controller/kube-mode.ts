@@ -35,7 +35,11 @@ export interface KubeModeDeps {
   model: Model;
   isLeader: () => boolean;
   log: Logger;
+  /** Periodic full reconcile from the caches; default 5 min. */
+  resyncMs?: number;
 }
+
+export const DEFAULT_KUBE_RESYNC_MS = 5 * 60_000;
 
 const RECONCILE_DELAY_MS = 100;
 const RETRY_DELAY_MS = 2_000;
@@ -46,6 +50,7 @@ export class KubeMode {
   private sessions?: Sessions;
   private watches: Stoppable[] = [];
   private timer?: NodeJS.Timeout;
+  private resyncTimer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private again = false;
   private stopped = false;
@@ -63,11 +68,18 @@ export class KubeMode {
       }),
       this.deps.kube.watchNodes((nodes) => this.onNodes(nodes)),
     );
+    // Repairs what no event reports, e.g. a status or Node condition someone else overwrote.
+    this.resyncTimer = setInterval(() => {
+      this.written.clear();
+      this.schedule(0);
+    }, this.deps.resyncMs ?? DEFAULT_KUBE_RESYNC_MS);
+    this.resyncTimer.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.resyncTimer);
     await Promise.all(this.watches.map((w) => w.stop()));
     await this.running;
   }
