@@ -221,14 +221,15 @@ export class Cluster {
     return host;
   }
 
-  /** Starts the host's agent; `controllers` defaults to controller 0. */
-  startAgent(host: Host, extra: string[] = [], controllers = [this.controllerAddress(0)]): LabProcess {
+  /** Starts the host's agent; `controllers` defaults to controller 0. `nodeNameFromEnv`: WEFT_NODE_NAME, as a DaemonSet's downward API sets it, instead of --node-name. */
+  startAgent(host: Host, extra: string[] = [], controllers = [this.controllerAddress(0)], opts: { nodeNameFromEnv?: boolean } = {}): LabProcess {
     host.agentArgs = extra;
+    const nodeName = opts.nodeNameFromEnv ? [] : ["--node-name", host.name];
     host.agent = new LabProcess(`agent-h${host.index}`, host.netns, [
-      "node", this.bin("weft-agent"), "--node-name", host.name, "--controller", controllers.join(","),
+      "node", this.bin("weft-agent"), ...nodeName, "--controller", controllers.join(","),
       "--uplink", "eth0", "--metrics-addr", `0.0.0.0:${AGENT_METRICS_PORT}`,
       "--cni-conf-dir", host.cniConfDir, "--state-dir", host.stateDir, ...extra,
-    ], this.opts.runDir);
+    ], this.opts.runDir, opts.nodeNameFromEnv ? { WEFT_NODE_NAME: host.name } : {});
     host.agent.start();
     return host.agent;
   }

@@ -56,7 +56,8 @@ describe("e2e on Kubernetes: OverlayNetwork -> controller (Kubernetes mode) -> a
       const sa = await kube.api.serviceAccountUser("weft-system", "weft-controller");
       cluster.startController(0, ["--kubeconfig", sa.kubeconfig, "--lease-ttl", "30s"]);
       await cluster.waitController(0);
-      for (const h of hosts) cluster.startAgent(h, ["--resync-interval", "2s"]);
+      // The node name comes from WEFT_NODE_NAME, as the DaemonSet's downward API sets it.
+      for (const h of hosts) cluster.startAgent(h, ["--resync-interval", "2s"], undefined, { nodeNameFromEnv: true });
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${cluster.controllers.map((p) => `--- ${p.name}\n${p.tail(20)}`).join("\n")}`);
     }
