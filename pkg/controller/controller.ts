@@ -85,7 +85,10 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
 
   let sessions: Sessions | undefined;
   let leadership: Leadership | undefined;
-  const kubeMode = opts.kube ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log, resyncMs: opts.kubeResyncMs }) : undefined;
+  const metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0);
+  const kubeMode = opts.kube
+    ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log, resyncMs: opts.kubeResyncMs, metrics: metrics.kube })
+    : undefined;
   let pending: Change | undefined;
   const flush = () => {
     const change = pending;
@@ -103,13 +106,11 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     else setImmediate(flush);
   };
 
-  let metrics: ReturnType<typeof controllerMetrics>;
-  const sync = new ModelSync(store, model, onChange, log, () => metrics?.watchRestarts.inc());
-  metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0);
+  const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
   sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
   const metricsServer: MetricsServer | undefined = opts.metricsAddr
-    ? await startMetricsServer(opts.metricsAddr, registry, { ready: () => sync.loaded })
+    ? await startMetricsServer(opts.metricsAddr, registry, { ready: () => sync.loaded && (kubeMode?.synced ?? true) })
     : undefined;
 
   await sync.start();

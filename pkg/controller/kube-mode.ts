@@ -7,6 +7,7 @@ import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
 import { selectorMatches, type Model } from "./model.js";
 import { immutableChanged, networkStatus, resolveNetworks, sameStatus, type NetworkObject, type NetworkStatus, type Usage, type Verdict } from "./resolve.js";
+import type { KubeMetrics } from "./metrics.js";
 import type { Sessions } from "./sessions.js";
 import { checkNetworkConflicts } from "../spec/index.js";
 
@@ -37,6 +38,7 @@ export interface KubeModeDeps {
   log: Logger;
   /** Periodic full reconcile from the caches; default 5 min. */
   resyncMs?: number;
+  metrics?: KubeMetrics;
 }
 
 export const DEFAULT_KUBE_RESYNC_MS = 5 * 60_000;
@@ -64,6 +66,7 @@ export class KubeMode {
     this.watches.push(
       this.deps.kube.watchNetworks((objects) => {
         this.objects = objects;
+        this.deps.metrics?.synced.set(this.synced ? 1 : 0);
         this.schedule(0);
       }),
       this.deps.kube.watchNodes((nodes) => this.onNodes(nodes)),
@@ -82,6 +85,11 @@ export class KubeMode {
     clearInterval(this.resyncTimer);
     await Promise.all(this.watches.map((w) => w.stop()));
     await this.running;
+  }
+
+  /** Both lists have arrived: until then agents are refused and statuses are not written. */
+  get synced(): boolean {
+    return this.objects !== undefined && this.nodes !== undefined;
   }
 
   /** Sessions hook: a node may join only once its Node object is known; its labels come from there. */
@@ -105,6 +113,7 @@ export class KubeMode {
   private onNodes(list: KubeNode[]): void {
     const before = this.nodes;
     this.nodes = new Map(list.map((n) => [n.name, n]));
+    this.deps.metrics?.synced.set(this.synced ? 1 : 0);
     for (const n of list) {
       const old = before?.get(n.name);
       if (!old || JSON.stringify(old.labels) !== JSON.stringify(n.labels)) this.sessions?.relabel(n.name, n.labels);
@@ -134,6 +143,7 @@ export class KubeMode {
         try {
           if (this.deps.isLeader()) await this.reconcile();
         } catch (err) {
+          this.deps.metrics?.reconcileFailures.inc();
           this.deps.log.warn({ err: String(err) }, "kubernetes reconcile failed; retrying");
           this.schedule(RETRY_DELAY_MS);
         }
@@ -146,6 +156,9 @@ export class KubeMode {
   private async reconcile(): Promise<void> {
     if (this.objects) {
       const verdicts = resolveNetworks(this.objects, new Set(this.deps.model.networks.keys()));
+      const served = [...verdicts.values()].filter((v) => v.spec).length;
+      this.deps.metrics?.networks.set({ state: "served" }, served);
+      this.deps.metrics?.networks.set({ state: "invalid" }, verdicts.size - served);
       await this.mirrorNetworks(verdicts);
       await this.writeStatuses(this.objects, verdicts);
     }
@@ -191,10 +204,20 @@ export class KubeMode {
       const current = mine && mine.generation === obj.generation ? { ...obj, status: mine.status } : obj;
       const status = networkStatus(current, verdict, verdict.spec ? this.usage(obj.name) : undefined, now);
       if (sameStatus(current.status, status)) continue;
-      await this.deps.kube.patchNetworkStatus(obj.name, status);
+      await this.counted("network_status", this.deps.kube.patchNetworkStatus(obj.name, status));
       this.written.set(obj.name, { generation: obj.generation, status });
     }
     for (const name of this.written.keys()) if (!objects.some((o) => o.name === name)) this.written.delete(name);
+  }
+
+  private async counted(kind: string, write: Promise<void>): Promise<void> {
+    try {
+      await write;
+      this.deps.metrics?.writes.inc({ kind, result: "ok" });
+    } catch (err) {
+      this.deps.metrics?.writes.inc({ kind, result: "error" });
+      throw err;
+    }
   }
 
   private async reconcileNodes(nodes: Map<string, KubeNode>): Promise<void> {
@@ -207,7 +230,7 @@ export class KubeMode {
     }
     for (const n of nodes.values()) {
       if (!n.weftUp && model.nodes.get(n.name)?.appliedAt) {
-        await this.deps.kube.setNodeNetworkAvailable(n.name);
+        await this.counted("node_condition", this.deps.kube.setNodeNetworkAvailable(n.name));
         n.weftUp = true;
         log.info({ node: n.name }, "Node condition NetworkUnavailable=False set");
       }

@@ -9,10 +9,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { CONFLIST_NAME } from "../../pkg/cni/index.js";
-import { Cluster, type Host, type Pod } from "../../pkg/lab/cluster.js";
+import { Cluster, CONTROL_IP, CONTROLLER_PORT, type Host, type Pod } from "../../pkg/lab/cluster.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import type { OverlayNetwork } from "../../pkg/kube/index.js";
-import { json, REPO_ROOT } from "../harness/cluster.js";
+import { json, metricValue, REPO_ROOT } from "../harness/cluster.js";
 import { useKubeApiServer } from "../harness/kube.js";
 import { NetnsBridge } from "../harness/netns-bridge.js";
 
@@ -120,6 +120,16 @@ describe("e2e on Kubernetes: OverlayNetwork -> controller (Kubernetes mode) -> a
         return c?.status === "False" && c.reason === "WeftIsUp";
       }, 30_000, 200);
     }
+  });
+
+  it("exports Kubernetes-mode metrics: informers synced, networks served, status and Node writes", async () => {
+    const res = await cluster.execIn(cluster.controlNs, ["curl", "-sf", "--max-time", "2", `http://${CONTROL_IP}:${CONTROLLER_PORT + 1}/metrics`]);
+    assert.ok(res.ok, res.stderr);
+    assert.equal(metricValue(res.stdout, "weft_controller_kube_synced"), 1);
+    assert.equal(metricValue(res.stdout, "weft_controller_kube_networks", 'state="served"'), 1);
+    assert.equal(metricValue(res.stdout, "weft_controller_kube_networks", 'state="invalid"'), 0);
+    assert.ok((metricValue(res.stdout, "weft_controller_kube_writes_total", 'kind="network_status",result="ok"') ?? 0) >= 1);
+    assert.equal(metricValue(res.stdout, "weft_controller_kube_writes_total", 'kind="node_condition",result="ok"'), hosts.length);
   });
 
   it("Node labels feed nodeSelector: a network for zone=b reaches only the labelled host, and leaves when the label goes", async () => {
