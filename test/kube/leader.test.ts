@@ -1,7 +1,8 @@
 // Two controller replicas in Kubernetes mode on one etcd and one real API
 // server: only the elected one writes statuses and Node conditions; when it
 // stops, the other takes over the writing; and the periodic resync repairs a
-// status somebody else overwrote (no watch event would make it).
+// status somebody else overwrote (no watch event would make it); an API
+// server restart does not stop the reconciling.
 import assert from "node:assert/strict";
 import { startController, type KubePort, type RunningController } from "../../pkg/controller/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
@@ -109,5 +110,15 @@ describe("Kubernetes mode with two controller replicas", function () {
     await waitFor("allocated=2", async () => (await onet("pods")).status?.allocated === 2, 30_000, 200);
     assert.ok(other.kube.statusWrites > before, "the new leader wrote no status");
     assert.equal(other.kube.nodeWrites > 0, true, "the new leader set no Node condition");
+  });
+
+  it("keeps reconciling across an API server restart: a network created afterwards gets its status", async () => {
+    await kube.api.restart();
+    await kube.api.kubectl(["apply", "-f", "-"], {
+      input: JSON.stringify({ apiVersion: "weft.dev/v1alpha1", kind: "OverlayNetwork", metadata: { name: "after-restart" }, spec: { cidr: "10.77.0.0/16", vni: 77, nodePrefixLength: 24 } }),
+    });
+    await waitFor("Ready on after-restart", async () => ready(await onet("after-restart")) === "True", 60_000, 250);
+    const leader = replicas.find((r) => r.controller.isLeader())!;
+    await waitFor("the leader to serve it from etcd", () => leader.controller.model.networks.has("after-restart"), 30_000, 100);
   });
 });
