@@ -53,6 +53,8 @@ export interface RunningController {
   readonly model: Model;
   readonly registry: Registry;
   isLeader(): boolean;
+  /** What /readyz answers: the etcd view is loaded and, in Kubernetes mode, the OverlayNetwork and Node lists have arrived. */
+  ready(): boolean;
   connectedAgents(): number;
   stop(): Promise<void>;
 }
@@ -109,8 +111,9 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
   sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
+  const ready = () => sync.loaded && (kubeMode?.synced ?? true);
   const metricsServer: MetricsServer | undefined = opts.metricsAddr
-    ? await startMetricsServer(opts.metricsAddr, registry, { ready: () => sync.loaded && (kubeMode?.synced ?? true) })
+    ? await startMetricsServer(opts.metricsAddr, registry, { ready })
     : undefined;
 
   await sync.start();
@@ -153,6 +156,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     model,
     registry,
     isLeader: () => !!leadership?.isLeader,
+    ready,
     connectedAgents: () => sessions?.count ?? 0,
     async stop() {
       if (stopped) return;
