@@ -52,7 +52,7 @@ test-e2e: deps build ## end-to-end tests (network namespaces, real kernel)
 test-kube: deps build kube-tools ## Kubernetes tests (real kube-apiserver, deploy/ manifests, controller in Kubernetes mode)
 	@$(MOCHA) 'test/kube/**/*.test.ts'
 
-bench: deps build ## benchmarks: tables printed and written to bench/results/
+bench: deps build kube-tools ## benchmarks: tables printed and written to bench/results/
 	@node --import tsx test/bench/run.ts
 
 lab: deps build ## a whole Weft cluster in network namespaces on this machine
