@@ -99,4 +99,28 @@ describe("deploy/ manifests", function () {
       }
     }
   });
+
+  it("the image deploy/Dockerfile builds has what the manifests run: the entry points, the CNI plugins the init container copies, the user", async () => {
+    const dockerfile = fs.readFileSync(path.join(ROOT, "deploy/Dockerfile"), "utf8");
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+    assert.match(runtime, /^WORKDIR \/app$/m);
+    assert.match(runtime, /^COPY --from=build \/src\/dist dist$/m);
+    assert.match(runtime, /^USER 65532:65532$/m);
+    const packages = /apt-get install[^\n]*?((?:\s[a-z0-9][a-z0-9.+-]*)+)/.exec(runtime.replace(/\\\n/g, " "))?.[1].trim().split(/\s+/) ?? [];
+    for (const pkg of ["iproute2", "iptables", "containernetworking-plugins"]) assert.ok(packages.includes(pkg), `the image does not install ${pkg}: ${packages.join(" ")}`);
+    // Every entry point the manifests run exists in the build output the image copies to /app/dist.
+    for (const [kind, name] of [["Deployment", "weft-controller"], ["DaemonSet", "weft-agent"]] as const) {
+      const c = (get(kind, name).spec.template.spec.containers as Container[])[0];
+      const script = c.command.find((a) => a.startsWith("/app/dist/"))!;
+      assert.ok(fs.existsSync(path.join(ROOT, script.replace(/^\/app\//, ""))), `${script} is not built (make build)`);
+    }
+    assert.equal(get("Deployment", "weft-controller").spec.template.spec.securityContext.runAsUser, 65532);
+    // The init container copies plugins out of /usr/lib/cni, where Debian's package puts them.
+    const init = get("DaemonSet", "weft-agent").spec.template.spec.initContainers[0] as Container;
+    const plugins = /for p in ([a-z -]+); do/.exec(init.command.join(" "))![1].trim().split(" ");
+    const installed = String((await execa("dpkg", ["-L", "containernetworking-plugins"])).stdout).split("\n");
+    for (const p of plugins) assert.ok(installed.includes(`/usr/lib/cni/${p}`), `containernetworking-plugins has no /usr/lib/cni/${p}`);
+    // The conflist the agent writes names only plugins the init container provides.
+    assert.ok(["bridge", "host-local", "portmap"].every((p) => plugins.includes(p)), plugins.join(" "));
+  });
 });
