@@ -22,7 +22,8 @@ export function envOption(flags: string, description: string, defaultValue?: unk
 
 /** Parses "24h", "30s", "500ms" or a bare number of milliseconds. */
 export function parseDuration(value: string): number {
-  const n = /^\d+$/.test(value) ? Number(value) : (ms(value as ms.StringValue) as number | undefined);
+  // ms() throws its own message on "" (an unset-looking env variable): answer like any other bad value.
+  const n = /^\d+$/.test(value) ? Number(value) : value.trim() === "" ? undefined : (ms(value as ms.StringValue) as number | undefined);
   if (n === undefined || !Number.isFinite(n) || n < 0) {
     throw new InvalidArgumentError(`not a duration: "${value}" (examples: 500ms, 30s, 5m, 24h)`);
   }

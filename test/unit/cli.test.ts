@@ -20,7 +20,7 @@ describe("cli: value parsers", () => {
       ["0", 0], ["250", 250], ["500ms", 500], ["1.5s", 1500], ["30s", 30_000], ["5m", 300_000], ["24h", 86_400_000], ["2d", 172_800_000], ["10 minutes", 600_000], ["1 hour", 3_600_000],
     ];
     for (const [text, want] of good) assert.equal(parseDuration(text), want, text);
-    for (const bad of ["abc", "-1s", "-5", "1h30m", "5 parsecs", "Infinity", "s", " 5s"]) {
+    for (const bad of ["", "  ", "abc", "-1s", "-5", "1h30m", "5 parsecs", "Infinity", "s", " 5s"]) {
       rejects(() => parseDuration(bad), new RegExp(`not a duration: "${bad.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}" \\(examples: 500ms, 30s, 5m, 24h\\)`), bad);
     }
   });
