@@ -122,6 +122,22 @@ else
   issue etcd-client "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n" etcd-ca
 fi
 b64() { base64 -w0 < "$1"; }
+# tls_secret SECRET-NAME CERT-BASENAME CA-BASENAME: a kubernetes.io/tls Secret with ca.crt.
+tls_secret() {
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: $1
+  namespace: $namespace
+type: kubernetes.io/tls
+data:
+  tls.crt: $(b64 "$2.crt")
+  tls.key: $(b64 "$2.key")
+  ca.crt: $(b64 "$3.crt")
+YAML
+}
 {
   cat <<YAML
 apiVersion: v1
@@ -136,17 +152,9 @@ data:
   ca.crt: $(b64 etcd-ca.crt)
   tls.crt: $(b64 etcd-client.crt)
   tls.key: $(b64 etcd-client.key)
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: weft-controller-tls
-  namespace: $namespace
-type: kubernetes.io/tls
-data:
-  tls.crt: $(b64 weft-controller.crt)
-  tls.key: $(b64 weft-controller.key)
-  ca.crt: $(b64 ca.crt)
+YAML
+  tls_secret weft-controller-tls weft-controller ca
+  cat <<YAML
 ---
 apiVersion: v1
 kind: Secret
@@ -161,18 +169,6 @@ YAML
     echo "  $n.crt: $(b64 "$n.crt")"
     echo "  $n.key: $(b64 "$n.key")"
   done
-  ((external)) || cat <<YAML
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: weft-etcd-server
-  namespace: $namespace
-type: kubernetes.io/tls
-data:
-  tls.crt: $(b64 etcd-server.crt)
-  tls.key: $(b64 etcd-server.key)
-  ca.crt: $(b64 etcd-ca.crt)
-YAML
+  ((external)) || tls_secret weft-etcd-server etcd-server etcd-ca
 } > secrets.yaml
 echo "gen-certs: wrote $out/secrets.yaml (CA, controller, $(echo "$node_list" | wc -l) node certificate(s)); apply with: kubectl apply -f $out/secrets.yaml" >&2

@@ -2,18 +2,13 @@
 // weft-controller: keeps subnet leases and VTEP membership in etcd and streams
 // each agent its desired config over gRPC.
 import fs from "node:fs";
-import { Command, envOption, parseBool, parseDuration, parseList, runMain } from "../../pkg/cli/index.js";
-import { startController } from "../../pkg/controller/index.js";
+import { Command, envOption, parseBool, parseDuration, runMain } from "../../pkg/cli/index.js";
+import { DEFAULT_KUBE_RESYNC_MS, startController } from "../../pkg/controller/index.js";
 import { KubeClient } from "../../pkg/kube/index.js";
 import { newLogger } from "../../pkg/log/index.js";
-import { DEFAULT_PREFIX, loadEtcdTls } from "../../pkg/store/index.js";
+import { etcdConnection, etcdFlagOptions, type EtcdFlags } from "../../pkg/store/index.js";
 
-interface Flags {
-  etcdEndpoints: string[];
-  etcdPrefix: string;
-  etcdCa?: string;
-  etcdCert?: string;
-  etcdKey?: string;
+interface Flags extends EtcdFlags {
   listen: string;
   metricsAddr: string;
   leaseTtl: number;
@@ -27,12 +22,9 @@ interface Flags {
 }
 
 const program = new Command("weft-controller")
-  .description("Weft controller: subnet leases and VTEP membership in etcd, config streamed to agents over gRPC.\nEvery flag can also be set with the environment variable shown.")
-  .addOption(envOption("--etcd-endpoints <urls>", "etcd client URLs, comma-separated", ["http://127.0.0.1:2379"], "http://127.0.0.1:2379").argParser(parseList))
-  .addOption(envOption("--etcd-prefix <prefix>", "key prefix in etcd", DEFAULT_PREFIX))
-  .addOption(envOption("--etcd-ca <file>", "CA that signed etcd's certificate (PEM), for https:// endpoints"))
-  .addOption(envOption("--etcd-cert <file>", "client certificate for etcd (PEM), when etcd requires one (--client-cert-auth)"))
-  .addOption(envOption("--etcd-key <file>", "private key of --etcd-cert (PEM)"))
+  .description("Weft controller: subnet leases and VTEP membership in etcd, config streamed to agents over gRPC.\nEvery flag can also be set with the environment variable shown.");
+for (const o of etcdFlagOptions()) program.addOption(o);
+program
   .addOption(envOption("--listen <addr>", "gRPC listen address for agents", "0.0.0.0:9400"))
   .addOption(envOption("--metrics-addr <addr>", "HTTP address for /metrics, /healthz, /readyz", "0.0.0.0:9401"))
   .addOption(envOption("--lease-ttl <duration>", "how long a node keeps its subnets with no agent connected", 24 * 3600 * 1000, "24h").argParser(parseDuration))
@@ -41,7 +33,7 @@ const program = new Command("weft-controller")
   .addOption(envOption("--tls-ca <file>", "CA that signs agent client certificates; an agent may act only for the node named in its certificate's CN"))
   .addOption(envOption("--kube [enabled]", "Kubernetes mode with the in-cluster service account: networks from OverlayNetwork objects, members from Nodes", false).argParser(parseBool))
   .addOption(envOption("--kubeconfig <file>", "Kubernetes mode with this kubeconfig (implies --kube)"))
-  .addOption(envOption("--kube-resync <duration>", "Kubernetes mode: how often every status and Node condition is re-checked", 300_000, "5m").argParser(parseDuration))
+  .addOption(envOption("--kube-resync <duration>", "Kubernetes mode: how often every status and Node condition is re-checked", DEFAULT_KUBE_RESYNC_MS, "5m").argParser(parseDuration))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
@@ -52,7 +44,7 @@ await runMain(async () => {
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
   if (f.kubeResync < 1000) throw new Error("--kube-resync: must be at least 1s");
-  const etcdTls = loadEtcdTls({ ca: f.etcdCa, cert: f.etcdCert, key: f.etcdKey }, f.etcdEndpoints);
+  const etcd = etcdConnection(f);
   const log = newLogger("weft-controller", f.logLevel);
   const kubeMode = f.kube || !!f.kubeconfig;
   const kube = kubeMode
@@ -63,9 +55,9 @@ await runMain(async () => {
     : undefined;
   if (kube) log.info({ kubeconfig: f.kubeconfig ?? "in-cluster" }, "Kubernetes mode: networks from OverlayNetworks, members from Nodes");
   const controller = await startController({
-    etcdEndpoints: f.etcdEndpoints,
-    etcdPrefix: f.etcdPrefix,
-    etcdTls,
+    etcdEndpoints: etcd.endpoints,
+    etcdPrefix: etcd.prefix,
+    etcdTls: etcd.tls,
     listen: f.listen,
     metricsAddr: f.metricsAddr,
     leaseTtlSeconds: Math.round(f.leaseTtl / 1000),

@@ -1,25 +1,19 @@
 // weftctl's command tree: networks, leases and nodes in a Weft etcd
 // (standalone mode). main.ts only runs it; tests inspect it without etcd.
 import { checkNetworkConflicts, validateNetworkSpec } from "../../pkg/spec/index.js";
-import { Command, envOption, parseBool, parseDuration, parseLabels, parseList } from "../../pkg/cli/index.js";
-import { DEFAULT_PREFIX, loadEtcdTls, Store, type NetworkSpec } from "../../pkg/store/index.js";
+import { Command, envOption, parseBool, parseDuration, parseLabels } from "../../pkg/cli/index.js";
+import { etcdConnection, etcdFlagOptions, Store, type EtcdFlags, type NetworkSpec } from "../../pkg/store/index.js";
 import { readSpecFile } from "./input.js";
 import { print, type Row } from "./table.js";
 
-interface Global {
-  etcdEndpoints: string[];
-  etcdPrefix: string;
-  etcdCa?: string;
-  etcdCert?: string;
-  etcdKey?: string;
+interface Global extends EtcdFlags {
   timeout: number;
 }
 
 type SaveResult = "created" | "updated" | "unchanged";
 
 async function withStore<T>(g: Global, fn: (store: Store) => Promise<T>): Promise<T> {
-  const tls = loadEtcdTls({ ca: g.etcdCa, cert: g.etcdCert, key: g.etcdKey }, g.etcdEndpoints);
-  const store = Store.connect({ endpoints: g.etcdEndpoints, prefix: g.etcdPrefix, timeoutMs: g.timeout, tls });
+  const store = Store.connect({ ...etcdConnection(g), timeoutMs: g.timeout });
   try {
     return await fn(store);
   } catch (err) {
@@ -69,12 +63,9 @@ const nodeColumns: [string, string][] = [["NAME", "name"], ["UNDERLAY IP", "unde
 export function buildProgram(): Command {
   // Commander's default on a usage error is one line, "error: …"; no help dump after it.
   const program = new Command("weftctl")
-    .description("Manage Weft networks, leases and nodes stored in etcd.\nEvery flag shown with an env: can also be set through that environment variable.")
-    .addOption(envOption("--etcd-endpoints <urls>", "etcd client URLs, comma-separated", ["http://127.0.0.1:2379"], "http://127.0.0.1:2379").argParser(parseList))
-    .addOption(envOption("--etcd-prefix <prefix>", "key prefix in etcd", DEFAULT_PREFIX))
-    .addOption(envOption("--etcd-ca <file>", "CA that signed etcd's certificate (PEM), for https:// endpoints"))
-    .addOption(envOption("--etcd-cert <file>", "client certificate for etcd (PEM), when etcd requires one"))
-    .addOption(envOption("--etcd-key <file>", "private key of --etcd-cert (PEM)"))
+    .description("Manage Weft networks, leases and nodes stored in etcd.\nEvery flag shown with an env: can also be set through that environment variable.");
+  for (const o of etcdFlagOptions()) program.addOption(o);
+  program
     .addOption(envOption("--timeout <duration>", "give up on etcd after this long", 5000, "5s").argParser(parseDuration));
   const store = <T>(fn: (s: Store) => Promise<T>) => withStore(program.opts<Global>(), fn);
 

@@ -87,7 +87,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
 
   let sessions: Sessions | undefined;
   let leadership: Leadership | undefined;
-  const metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0);
+  const metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0, () => kubeMode?.synced ?? false);
   const kubeMode = opts.kube
     ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log, resyncMs: opts.kubeResyncMs, metrics: metrics.kube })
     : undefined;

@@ -5,4 +5,4 @@ export { Model, Change, effectiveMtu, selectorMatches, VXLAN_OVERHEAD } from "./
 export { AgentView, type NodeContext } from "./view.js";
 export { joinRequestProblems, isValidNodeName } from "./join-request.js";
 export { resolveNetworks, networkStatus, sameStatus, type NetworkObject, type NetworkStatus, type Condition, type Verdict, type Usage } from "./resolve.js";
-export { KubeMode, type KubePort, type KubeNode, type Stoppable } from "./kube-mode.js";
+export { KubeMode, DEFAULT_KUBE_RESYNC_MS, type KubePort, type KubeNode, type Stoppable } from "./kube-mode.js";

@@ -66,7 +66,6 @@ export class KubeMode {
     this.watches.push(
       this.deps.kube.watchNetworks((objects) => {
         this.objects = objects;
-        this.deps.metrics?.synced.set(this.synced ? 1 : 0);
         this.schedule(0);
       }),
       this.deps.kube.watchNodes((nodes) => this.onNodes(nodes)),
@@ -113,7 +112,6 @@ export class KubeMode {
   private onNodes(list: KubeNode[]): void {
     const before = this.nodes;
     this.nodes = new Map(list.map((n) => [n.name, n]));
-    this.deps.metrics?.synced.set(this.synced ? 1 : 0);
     for (const n of list) {
       const old = before?.get(n.name);
       if (!old || JSON.stringify(old.labels) !== JSON.stringify(n.labels)) this.sessions?.relabel(n.name, n.labels);

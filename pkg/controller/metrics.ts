@@ -6,7 +6,7 @@ import type { Model } from "./model.js";
 export type ControllerMetrics = ReturnType<typeof controllerMetrics>;
 
 /** weft_controller_* metrics. Gauges about leases and pools are read from the model at scrape time. */
-export function controllerMetrics(registry: Registry, model: Model, connected: () => number) {
+export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false) {
   const perNetwork = (name: string, help: string, value: (net: string) => number) =>
     new prom.Gauge({
       name,
@@ -73,14 +73,14 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
     isLeader: new prom.Gauge({ name: "weft_controller_is_leader", help: "1 when this replica runs the singleton jobs.", registers: [registry] }),
     gcDeleted: new prom.Counter({ name: "weft_controller_gc_deleted_total", help: "Orphaned keys removed by garbage collection.", registers: [registry] }),
     watchRestarts: new prom.Counter({ name: "weft_controller_watch_restarts_total", help: "Times the etcd watch was lost and the view rebuilt.", registers: [registry] }),
-    kube: kubeMetrics(registry),
+    kube: kubeMetrics(registry, kubeSynced),
   };
 }
 
 export type KubeMetrics = ReturnType<typeof kubeMetrics>;
 
 /** weft_controller_kube_*: Kubernetes mode (registered in both modes; zero in standalone). */
-function kubeMetrics(registry: Registry) {
+function kubeMetrics(registry: Registry, synced: () => boolean) {
   return {
     writes: new prom.Counter({
       name: "weft_controller_kube_writes_total",
@@ -90,6 +90,13 @@ function kubeMetrics(registry: Registry) {
     }),
     reconcileFailures: new prom.Counter({ name: "weft_controller_kube_reconcile_failures_total", help: "Kubernetes reconcile passes that failed and were retried.", registers: [registry] }),
     networks: new prom.Gauge({ name: "weft_controller_kube_networks", help: "OverlayNetwork objects by verdict (served, invalid), as the leader last resolved them.", labelNames: ["state"], registers: [registry] }),
-    synced: new prom.Gauge({ name: "weft_controller_kube_synced", help: "1 once the OverlayNetwork and Node lists have arrived.", registers: [registry] }),
+    synced: new prom.Gauge({
+      name: "weft_controller_kube_synced",
+      help: "1 once the OverlayNetwork and Node lists have arrived.",
+      registers: [registry],
+      collect() {
+        this.set(synced() ? 1 : 0);
+      },
+    }),
   };
 }

@@ -57,6 +57,12 @@ export interface InformerOptions {
 
 const LIST_PAGE = 500;
 
+/** The part of a Reflector's options both informers take from InformerOptions as they are. */
+function reflectorTuning(opts: InformerOptions) {
+  const { onError, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds } = opts;
+  return { log: opts.log ?? silentLogger(), onError, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds };
+}
+
 export interface NetworkWatchHandlers {
   /** The whole current set, after the first list and after each change. */
   onNetworks(list: NetworkObject[]): void;
@@ -68,7 +74,6 @@ export function watchOverlayNetworks(kc: KubeConfig, handlers: NetworkWatchHandl
   return new Reflector<OverlayNetwork, NetworkObject>({
     what: PLURAL,
     kc,
-    log: opts.log ?? silentLogger(),
     listPage: async (cont) => {
       const res = (await api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, limit: LIST_PAGE, _continue: cont })) as {
         items?: OverlayNetwork[];
@@ -80,11 +85,7 @@ export function watchOverlayNetworks(kc: KubeConfig, handlers: NetworkWatchHandl
     key: (o) => o.metadata.name,
     project: toNetworkObject,
     onChange: (items) => handlers.onNetworks(items),
-    onError: opts.onError,
-    watch: opts.watch,
-    backoffBaseMs: opts.backoffBaseMs,
-    backoffCapMs: opts.backoffCapMs,
-    watchTimeoutSeconds: opts.watchTimeoutSeconds,
+    ...reflectorTuning(opts),
   }).start();
 }
 
@@ -101,7 +102,6 @@ export function watchNodes(kc: KubeConfig, handlers: NodeWatchHandlers, opts: In
   return new Reflector<NodeLike, KubeNode>({
     what: "nodes",
     kc,
-    log: opts.log ?? silentLogger(),
     listPage: async (cont) => {
       const res = await api.listNode({ limit: LIST_PAGE, _continue: cont });
       return { items: res.items, resourceVersion: res.metadata?.resourceVersion ?? "", continue: res.metadata?._continue };
@@ -113,11 +113,7 @@ export function watchNodes(kc: KubeConfig, handlers: NodeWatchHandlers, opts: In
       for (const name of deleted) handlers.onNodeDeleted?.(name);
       handlers.onNodes(items);
     },
-    onError: opts.onError,
-    watch: opts.watch,
-    backoffBaseMs: opts.backoffBaseMs,
-    backoffCapMs: opts.backoffCapMs,
-    watchTimeoutSeconds: opts.watchTimeoutSeconds,
+    ...reflectorTuning(opts),
   }).start();
 }
 

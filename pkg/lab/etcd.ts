@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { freePort, waitFor } from "./ports.js";
+import { stopChild } from "./process.js";
 
 export interface EtcdOptions {
   /** Run inside this network namespace (ip netns exec); default: current namespace on loopback. */
@@ -104,12 +105,7 @@ export class EtcdProcess {
 
   /** Stops etcd (SIGTERM, then SIGKILL after 5 s) and keeps the data dir. */
   async kill(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-    await this.exited;
-    clearTimeout(timer);
+    await stopChild(this.child, this.exited, signal, 5000);
   }
 
   /** Starts etcd again on the same ports and data dir. */

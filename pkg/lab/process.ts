@@ -1,10 +1,22 @@
 // Processes the lab and the e2e tests start inside network namespaces:
 // detached (the lab outlives `make lab`), logged to a file, tracked by PID
 // file so `make lab-down` can stop exactly what was started.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { waitFor } from "./ports.js";
+
+/**
+ * Stops a child this process spawned: `signal`, then SIGKILL after `graceMs`;
+ * resolves once `exited` (the child's exit event) has fired. No-op when it already exited.
+ */
+export async function stopChild(child: ChildProcess | undefined, exited: Promise<void>, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
 
 export function pidAlive(pid: number): boolean {
   try {

@@ -14,3 +14,4 @@ export {
   type StoreWatch,
 } from "./store.js";
 export { loadEtcdTls, type EtcdTls, type EtcdTlsFiles } from "./tls.js";
+export { etcdFlagOptions, etcdConnection, type EtcdFlags } from "./flags.js";

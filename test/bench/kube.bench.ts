@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ControllerClient } from "../../pkg/api/index.js";
 import { startController, type RunningController } from "../../pkg/controller/index.js";
 import { EtcdProcess } from "../../pkg/lab/etcd.js";
+import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { KubeClient, loadKubeConfig, watchOverlayNetworks, type NetworkObject } from "../../pkg/kube/index.js";
 import { KubeApiServer } from "../harness/kube-apiserver.js";
@@ -16,13 +17,8 @@ import { percentile, publish } from "./table.js";
 
 const CHANNELS = 8;
 
-async function until(what: string, cond: () => boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+/** Polls every 2 ms: the wait is what is being measured. */
+const until = (what: string, cond: () => boolean, timeoutMs = 120_000) => waitFor(what, cond, timeoutMs, 2);
 
 async function scenario(api: KubeApiServer, n: number, samples: number): Promise<(string | number)[]> {
   const etcd = await EtcdProcess.start();

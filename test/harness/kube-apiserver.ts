@@ -12,6 +12,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { EtcdProcess } from "../../pkg/lab/etcd.js";
 import { freePort, waitFor } from "../../pkg/lab/ports.js";
+import { stopChild } from "../../pkg/lab/process.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 
@@ -204,12 +205,7 @@ export class KubeApiServer {
 
   /** Stops the apiserver (SIGTERM, SIGKILL after 10 s); etcd keeps running. */
   async kill(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(timer);
+    await stopChild(this.child, this.exited, signal, 10_000);
   }
 
   /** Starts the apiserver again on the same port, keys and etcd: clients see a restart, not a new cluster. */

@@ -6,6 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
 import YAML from "yaml";
+import { commandArgv } from "../harness/cli.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 
@@ -13,10 +14,8 @@ const ROOT = path.resolve(import.meta.dirname, "../..");
 type Obj = { kind: string; metadata: { name: string; namespace?: string }; spec: any };
 type Container = { name: string; command: string[]; env?: Array<{ name: string; value?: string; valueFrom?: any }>; ports?: Array<{ name: string; containerPort: number }>; securityContext?: any; livenessProbe?: any; readinessProbe?: any; resources?: any };
 
-async function helpOf(cmd: string): Promise<string> {
-  const built = path.join(ROOT, "dist/cmd", cmd, "main.js");
-  const argv = fs.existsSync(built) ? [built] : ["--import", "tsx", path.join(ROOT, "cmd", cmd, "main.ts")];
-  return String((await execa("node", [...argv, "--help"], { cwd: ROOT })).stdout);
+async function helpOf(cmd: "weft-controller" | "weft-agent"): Promise<string> {
+  return String((await execa("node", [...commandArgv(cmd), "--help"], { cwd: ROOT })).stdout);
 }
 
 function flagOf(envName: string): string {

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { commandArgv } from "../harness/cli.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const SYSTEMD = path.join(ROOT, "deploy/systemd");
@@ -60,10 +61,8 @@ function debianEtcdUnit(): string {
 }
 
 /** `--help` of a command, whitespace collapsed (commander wraps lines). */
-async function helpOf(cmd: string, ...sub: string[]): Promise<string> {
-  const built = path.join(ROOT, "dist/cmd", cmd, "main.js");
-  const argv = fs.existsSync(built) ? [built] : ["--import", "tsx", path.join(ROOT, "cmd", cmd, "main.ts")];
-  const res = await execa("node", [...argv, ...sub, "--help"], { cwd: ROOT });
+async function helpOf(cmd: "weft-controller" | "weft-agent" | "weftctl", ...sub: string[]): Promise<string> {
+  const res = await execa("node", [...commandArgv(cmd), ...sub, "--help"], { cwd: ROOT });
   return String(res.stdout).replace(/\s+/g, " ");
 }
 
