@@ -53,7 +53,7 @@ export interface RunningController {
   readonly model: Model;
   readonly registry: Registry;
   isLeader(): boolean;
-  /** What /readyz answers: the etcd view is loaded and, in Kubernetes mode, the OverlayNetwork and Node lists have arrived. */
+  /** What /readyz answers: the gRPC port is bound, the etcd view is loaded and, in Kubernetes mode, the OverlayNetwork and Node lists have arrived. */
   ready(): boolean;
   connectedAgents(): number;
   stop(): Promise<void>;
@@ -111,7 +111,9 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
   sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
-  const ready = () => sync.loaded && (kubeMode?.synced ?? true);
+  // Ready only once agents can actually connect: the gRPC port is bound, the view loaded.
+  let serving = false;
+  const ready = () => serving && sync.loaded && (kubeMode?.synced ?? true);
   const metricsServer: MetricsServer | undefined = opts.metricsAddr
     ? await startMetricsServer(opts.metricsAddr, registry, { ready })
     : undefined;
@@ -126,6 +128,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(opts.listen, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p))),
   );
+  serving = true;
   log.info({ listen: opts.listen, port, tls: !!opts.tls, identity, leaseTtlSeconds }, "controller serving");
 
   let gcTimer: NodeJS.Timeout | undefined;
