@@ -95,8 +95,13 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const flush = () => {
     const change = pending;
     pending = undefined;
-    if (change && sessions) sessions.broadcast(change);
-    kubeMode?.onModelChange();
+    try {
+      if (change && sessions) sessions.broadcast(change);
+      kubeMode?.onModelChange();
+    } catch (err) {
+      // Contained: one bad change must not take down every replica (they all read the same key).
+      log.error({ err: String(err), stack: (err as Error)?.stack }, "fan-out of a change failed; agents resync on their next change");
+    }
   };
   // Coalesce the watch responses of one event-loop turn (or of a window, when
   // configured) into one fan-out, so a burst of changes costs each agent one update.
@@ -108,7 +113,10 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     else setImmediate(flush);
   };
 
-  const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
+  const sync = new ModelSync(store, model, onChange, log, {
+    onRestart: () => metrics.watchRestarts.inc(),
+    onInvalid: (kind) => metrics.invalidRecords.inc({ kind }),
+  });
   sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
   // Ready only once agents can actually connect: the gRPC port is bound, the view loaded.

@@ -73,6 +73,12 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
     isLeader: new prom.Gauge({ name: "weft_controller_is_leader", help: "1 when this replica runs the singleton jobs.", registers: [registry] }),
     gcDeleted: new prom.Counter({ name: "weft_controller_gc_deleted_total", help: "Orphaned keys removed by garbage collection.", registers: [registry] }),
     watchRestarts: new prom.Counter({ name: "weft_controller_watch_restarts_total", help: "Times the etcd watch was lost and the view rebuilt.", registers: [registry] }),
+    invalidRecords: new prom.Counter({
+      name: "weft_controller_invalid_records",
+      help: "Values read from etcd (network, node, lease) or the Kubernetes API (kube_network, kube_node) that did not decode and were left out of the view, by kind.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
     kube: kubeMetrics(registry, kubeSynced),
   };
 }

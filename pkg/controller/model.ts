@@ -1,7 +1,7 @@
 // The controller's in-memory view of etcd, fed by one snapshot and then the
 // watch, and the pure computation of what each node should be told. No I/O.
 import type { NetworkConfig, Peer } from "../api/index.js";
-import type { LeaseRecord, NetworkSpec, NodeRecord, Snapshot, StoreEvent } from "../store/index.js";
+import type { LeaseRecord, NetworkSpec, NodeRecord, ParsedKey, RecordEvent, Versioned } from "../store/index.js";
 
 /** Default VXLAN overhead on an IPv4 underlay. */
 export const VXLAN_OVERHEAD = 50;
@@ -16,6 +16,10 @@ export class Change {
   /** Nodes whose node record changed or disappeared. */
   readonly nodes = new Set<string>();
   revision = 0;
+  /** Events older than what the view already held for their key (a late event from a lost watch): ignored. */
+  stale = 0;
+  /** Events whose handling threw: contained, reported here, the rest of the batch applied. */
+  readonly failures: { key: ParsedKey; error: string }[] = [];
 
   addPeer(network: string, node: string): void {
     let set = this.peers.get(network);
@@ -28,6 +32,8 @@ export class Change {
     other.nodes.forEach((n) => this.nodes.add(n));
     for (const [net, nodes] of other.peers) nodes.forEach((n) => this.addPeer(net, n));
     this.revision = Math.max(this.revision, other.revision);
+    this.stale += other.stale;
+    this.failures.push(...other.failures);
   }
 
   get empty(): boolean {
@@ -50,6 +56,24 @@ export function effectiveMtu(spec: NetworkSpec, uplinkMtu: number): number {
   return (uplinkMtu > 0 ? uplinkMtu : FALLBACK_UPLINK_MTU) - VXLAN_OVERHEAD;
 }
 
+/** What Model.load needs: the decoded records at one revision. */
+export interface ModelSnapshot {
+  revision: number;
+  networks: Versioned<NetworkSpec>[];
+  nodes: Versioned<NodeRecord>[];
+  leases: Versioned<LeaseRecord>[];
+}
+
+/** Deleted keys remembered so a late put cannot resurrect them; beyond this many the oldest are forgotten. */
+const MAX_TOMBSTONES = 100_000;
+
+function keyId(k: ParsedKey): string | undefined {
+  if (k.kind === "network") return `n/${k.network}`;
+  if (k.kind === "node") return `d/${k.node}`;
+  if (k.kind === "lease") return `l/${k.network}/${k.subnet}`;
+  return undefined;
+}
+
 export class Model {
   revision = 0;
   readonly networks = new Map<string, NetworkSpec>();
@@ -58,9 +82,19 @@ export class Model {
   readonly leases = new Map<string, Map<string, LeaseRecord>>();
   /** node -> network -> subnet */
   private readonly nodeLeases = new Map<string, Map<string, string>>();
+  /**
+   * Mod revision of every key the view holds, and of recently deleted (or
+   * undecodable) keys. An event at or below it is older than what the view
+   * knows, e.g. from a watch that was replaced by a re-list: applying it could
+   * bring back a deleted lease or node.
+   */
+  private readonly keyRevisions = new Map<string, number>();
+  private readonly tombstones = new Map<string, number>();
+  /** Revision of the last full load: everything up to it is in the view. */
+  private loadedRevision = 0;
 
   /** Replaces the whole view; returns a Change covering everything that differs from before. */
-  load(snap: Snapshot): Change {
+  load(snap: ModelSnapshot): Change {
     const change = new Change();
     for (const name of this.networks.keys()) change.networks.add(name);
     for (const [net, m] of this.leases) for (const l of m.values()) change.addPeer(net, l.node);
@@ -69,51 +103,82 @@ export class Model {
     this.nodes.clear();
     this.leases.clear();
     this.nodeLeases.clear();
+    this.keyRevisions.clear();
+    this.tombstones.clear();
     for (const n of snap.networks) {
       this.networks.set(n.value.name, n.value);
+      this.keyRevisions.set(`n/${n.value.name}`, n.modRevision);
       change.networks.add(n.value.name);
     }
     for (const n of snap.nodes) {
       this.nodes.set(n.value.name, { ...n.value, lease: n.lease });
+      this.keyRevisions.set(`d/${n.value.name}`, n.modRevision);
       change.nodes.add(n.value.name);
     }
     for (const l of snap.leases) {
       this.putLease(l.value);
+      this.keyRevisions.set(`l/${l.value.network}/${l.value.subnet}`, l.modRevision);
       change.addPeer(l.value.network, l.value.node);
     }
+    this.loadedRevision = snap.revision;
     this.revision = snap.revision;
     change.revision = snap.revision;
     return change;
   }
 
-  apply(events: StoreEvent[], revision: number): Change {
+  apply(events: RecordEvent[], revision: number): Change {
     const change = new Change();
     for (const ev of events) {
-      const k = ev.key;
-      if (k.kind === "network") {
-        if (ev.type === "put") this.networks.set(k.network, ev.value as NetworkSpec);
-        else this.networks.delete(k.network);
-        change.networks.add(k.network);
-      } else if (k.kind === "node") {
-        if (ev.type === "put") this.nodes.set(k.node, { ...(ev.value as NodeRecord), lease: ev.lease });
-        else this.nodes.delete(k.node);
-        change.nodes.add(k.node);
-      } else if (k.kind === "lease") {
-        const old = this.leases.get(k.network)?.get(k.subnet);
-        if (old) {
-          this.dropLease(old);
-          change.addPeer(old.network, old.node);
-        }
-        if (ev.type === "put") {
-          const lease = ev.value as LeaseRecord;
-          this.putLease(lease);
-          change.addPeer(lease.network, lease.node);
-        }
+      const id = keyId(ev.key);
+      if (!id) continue;
+      const known = Math.max(this.loadedRevision, this.keyRevisions.get(id) ?? this.tombstones.get(id) ?? 0);
+      if (ev.modRevision <= known) {
+        change.stale++;
+        continue;
+      }
+      try {
+        this.applyOne(ev, change);
+      } catch (err) {
+        change.failures.push({ key: ev.key, error: String(err) });
+      }
+      if (ev.type === "put") {
+        this.tombstones.delete(id);
+        this.keyRevisions.set(id, ev.modRevision);
+      } else {
+        this.keyRevisions.delete(id);
+        this.tombstones.delete(id);
+        this.tombstones.set(id, ev.modRevision);
+        if (this.tombstones.size > MAX_TOMBSTONES) this.tombstones.delete(this.tombstones.keys().next().value!);
       }
     }
     this.revision = Math.max(this.revision, revision);
     change.revision = this.revision;
     return change;
+  }
+
+  /** One event; an undecodable value counts as absent (the same as after a restart, when the snapshot leaves it out). */
+  private applyOne(ev: RecordEvent, change: Change): void {
+    const k = ev.key;
+    const put = ev.type === "put" ? ev.record : undefined;
+    if (k.kind === "network") {
+      if (put?.kind === "network") this.networks.set(k.network, put.value);
+      else this.networks.delete(k.network);
+      change.networks.add(k.network);
+    } else if (k.kind === "node") {
+      if (put?.kind === "node" && ev.type === "put") this.nodes.set(k.node, { ...put.value, lease: ev.lease });
+      else this.nodes.delete(k.node);
+      change.nodes.add(k.node);
+    } else if (k.kind === "lease") {
+      const old = this.leases.get(k.network)?.get(k.subnet);
+      if (old) {
+        this.dropLease(old);
+        change.addPeer(old.network, old.node);
+      }
+      if (put?.kind === "lease") {
+        this.putLease(put.value);
+        change.addPeer(put.value.network, put.value.node);
+      }
+    }
   }
 
   private putLease(l: LeaseRecord): void {

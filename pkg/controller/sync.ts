@@ -1,17 +1,34 @@
 import type { Logger } from "../log/index.js";
-import type { Store, StoreWatch } from "../store/index.js";
+import { checkRecord, type InvalidRecord, type RecordEvent, type RecordKind, type Store, type StoreEvent, type StoreWatch } from "../store/index.js";
 import { Backoff } from "../retry/index.js";
 import type { Change, Model } from "./model.js";
+
+export interface SyncHooks {
+  /** The watch was lost and the view is being rebuilt. */
+  onRestart?: () => void;
+  /** A stored value did not decode (counted by kind; logged here once per key and revision). */
+  onInvalid?: (kind: RecordKind, key: string) => void;
+}
+
+/** While etcd is unreachable the view is re-listed this often at most: a lost watch must come back within about a second of etcd. */
+const RESYNC_BACKOFF_CAP_MS = 1_000;
 
 /**
  * Keeps the model equal to etcd: one snapshot, then the watch from the next
  * revision. When the watch is lost (compaction, etcd restart beyond what the
- * client resumes), re-lists and watches again from the new revision
- * (flannel#2470 looped forever instead).
+ * client resumes), the old watcher is closed and awaited, etcd is re-listed at
+ * its current revision and watched again from there (flannel#2470 looped
+ * forever instead). Each watch carries a generation: events delivered by a
+ * watcher that has been replaced are dropped, and the model ignores any event
+ * older than what it holds for the key, so a late event cannot bring back a
+ * deleted lease or node.
  */
 export class ModelSync {
   private watch?: StoreWatch;
   private stopped = false;
+  private generation = 0;
+  private resyncing?: Promise<void>;
+  private again = false;
   private waiters: { revision: number; resolve: () => void }[] = [];
   loaded = false;
 
@@ -20,22 +37,57 @@ export class ModelSync {
     private readonly model: Model,
     private readonly onChange: (change: Change) => void,
     private readonly log: Logger,
-    private readonly onRestart: () => void = () => {},
+    private readonly hooks: SyncHooks = {},
   ) {}
 
   /** Resolves once the first snapshot is loaded (retrying while etcd is unreachable). */
   async start(): Promise<void> {
-    await this.resync();
+    await this.restart();
+  }
+
+  /** One re-list at a time; a loss reported while one runs makes it run once more. */
+  private restart(): Promise<void> {
+    if (this.resyncing) {
+      this.again = true;
+      return this.resyncing;
+    }
+    this.resyncing = (async () => {
+      do {
+        this.again = false;
+        await this.resync();
+      } while (this.again && !this.stopped);
+    })().finally(() => (this.resyncing = undefined));
+    return this.resyncing;
   }
 
   private async resync(): Promise<void> {
-    const backoff = new Backoff(200, 10_000);
+    // Fence the old watch: nothing it still delivers may reach the model, and it must be gone before the re-list.
+    const gen = ++this.generation;
+    const old = this.watch;
+    this.watch = undefined;
+    await old?.close().catch(() => undefined);
+    const backoff = new Backoff(100, RESYNC_BACKOFF_CAP_MS);
     while (!this.stopped) {
       try {
         const snap = await this.store.snapshot();
+        if (this.stopped) return;
+        this.reportInvalid((snap as { invalid?: InvalidRecord[] }).invalid ?? []);
         const change = this.model.load(snap);
         this.loaded = true;
-        this.watch = await this.store.watch(snap.revision + 1, (events, revision) => this.handle(events, revision), (err) => this.lost(err));
+        const watch = await this.store.watch(
+          snap.revision + 1,
+          (events, revision) => {
+            if (gen === this.generation && !this.stopped) this.handle(events, revision);
+          },
+          (err) => {
+            if (gen === this.generation) this.lost(err);
+          },
+        );
+        if (this.stopped) {
+          await watch.close();
+          return;
+        }
+        this.watch = watch;
         this.log.info({ revision: snap.revision, networks: snap.networks.length, nodes: snap.nodes.length, leases: snap.leases.length }, "view loaded from etcd");
         this.onChange(change);
         this.release();
@@ -48,8 +100,29 @@ export class ModelSync {
     }
   }
 
-  private handle(events: Parameters<Model["apply"]>[0], revision: number): void {
-    const change = this.model.apply(events, revision);
+  private reportInvalid(invalid: InvalidRecord[]): void {
+    for (const r of invalid) {
+      this.log.warn({ key: r.key, kind: r.kind, modRevision: r.modRevision, err: r.error }, "stored value does not decode; left out of the view");
+      this.hooks.onInvalid?.(r.kind, r.key);
+    }
+  }
+
+  private handle(raw: (StoreEvent | RecordEvent)[], revision: number): void {
+    let change: Change;
+    try {
+      const events = raw.map(asRecordEvent);
+      for (const ev of events) {
+        if (ev.type === "invalid") this.reportInvalid([{ key: ev.rawKey, kind: ev.kind, error: ev.error, modRevision: ev.modRevision }]);
+      }
+      change = this.model.apply(events, revision);
+    } catch (err) {
+      // The model contains failures per event; anything reaching here is a bug: rebuild rather than run on a half-applied view.
+      this.log.error({ err: String(err), revision }, "applying watch events failed; re-listing");
+      this.lost(err as Error);
+      return;
+    }
+    for (const f of change.failures) this.log.error({ key: f.key, err: f.error }, "watch event could not be applied; skipped");
+    if (change.stale > 0) this.log.debug({ stale: change.stale, revision }, "ignored events older than the view");
     this.onChange(change);
     this.release();
   }
@@ -57,10 +130,8 @@ export class ModelSync {
   private lost(err: Error): void {
     if (this.stopped) return;
     this.log.warn({ err: String(err) }, "watch lost; re-listing");
-    this.onRestart();
-    void this.watch?.close();
-    this.watch = undefined;
-    void this.resync();
+    this.hooks.onRestart?.();
+    void this.restart();
   }
 
   /** Resolves when the view has caught up with `revision` (e.g. the controller's own write). */
@@ -88,6 +159,16 @@ export class ModelSync {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.generation++;
     await this.watch?.close();
   }
+}
+
+/** Events from a store that hands out parsed JSON are checked against their key's schema here. */
+function asRecordEvent(ev: StoreEvent | RecordEvent): RecordEvent {
+  if (ev.type !== "put" || "record" in ev) return ev as RecordEvent;
+  const res = checkRecord(ev.key, ev.value);
+  if (!res) return { type: "delete", key: ev.key, modRevision: ev.modRevision };
+  if (!res.ok) return { type: "invalid", key: ev.key, rawKey: JSON.stringify(ev.key), kind: res.kind, error: res.error, modRevision: ev.modRevision };
+  return { type: "put", key: ev.key, record: res, lease: ev.lease, modRevision: ev.modRevision };
 }

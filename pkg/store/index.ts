@@ -15,3 +15,17 @@ export {
 } from "./store.js";
 export { loadEtcdTls, type EtcdTls, type EtcdTlsFiles } from "./tls.js";
 export { etcdFlagOptions, etcdConnection, type EtcdFlags } from "./flags.js";
+export {
+  decodeRecord,
+  checkRecord,
+  decodeNetwork,
+  decodeNode,
+  decodeLease,
+  MAX_RECORD_BYTES,
+  type RecordKind,
+  type RecordEvent,
+  type RecordResult,
+  type DecodedRecord,
+  type InvalidRecord,
+  type Decoded,
+} from "./records.js";

@@ -3,27 +3,27 @@
 import assert from "node:assert/strict";
 import { applyConfigUpdate, emptyDesired, type DesiredConfig } from "../../pkg/api/index.js";
 import { AgentView, Model, type NodeContext } from "../../pkg/controller/index.js";
-import { Keys, type LeaseRecord, type NetworkSpec, type NodeRecord, type StoreEvent } from "../../pkg/store/index.js";
+import { Keys, type LeaseRecord, type NetworkSpec, type NodeRecord, type RecordEvent } from "../../pkg/store/index.js";
 import { netSpec } from "../harness/specs.js";
 
 const keys = new Keys("/t/");
 let rev = 1;
 
-function putNetwork(spec: NetworkSpec): StoreEvent {
-  return { type: "put", key: keys.parse(keys.network(spec.name))!, value: spec, lease: "0", modRevision: ++rev };
+function putNetwork(spec: NetworkSpec): RecordEvent {
+  return { type: "put", key: keys.parse(keys.network(spec.name))!, record: { kind: "network", value: spec }, lease: "0", modRevision: ++rev };
 }
-function delNetwork(name: string): StoreEvent {
+function delNetwork(name: string): RecordEvent {
   return { type: "delete", key: keys.parse(keys.network(name))!, modRevision: ++rev };
 }
-function putNode(name: string, labels: Record<string, string> = {}): StoreEvent {
+function putNode(name: string, labels: Record<string, string> = {}): RecordEvent {
   const rec: NodeRecord = { name, underlayIP: "192.0.2.1", labels, agentVersion: "t", uplinkMtu: 1500, vtepMacs: {}, subnets: {}, lastSeen: "" };
-  return { type: "put", key: keys.parse(keys.node(name))!, value: rec, lease: "7", modRevision: ++rev };
+  return { type: "put", key: keys.parse(keys.node(name))!, record: { kind: "node", value: rec }, lease: "7", modRevision: ++rev };
 }
-function putLease(network: string, subnet: string, node: string, vtepMac = `02:00:00:00:00:${node.slice(-2).padStart(2, "0")}`, vtepIP = "192.0.2.9"): StoreEvent {
+function putLease(network: string, subnet: string, node: string, vtepMac = `02:00:00:00:00:${node.slice(-2).padStart(2, "0")}`, vtepIP = "192.0.2.9"): RecordEvent {
   const rec: LeaseRecord = { network, subnet, node, vtepIP, vtepMac, acquired: "", renewed: "" };
-  return { type: "put", key: keys.parse(keys.lease(network, subnet))!, value: rec, lease: "7", modRevision: ++rev };
+  return { type: "put", key: keys.parse(keys.lease(network, subnet))!, record: { kind: "lease", value: rec }, lease: "7", modRevision: ++rev };
 }
-function delLease(network: string, subnet: string): StoreEvent {
+function delLease(network: string, subnet: string): RecordEvent {
   return { type: "delete", key: keys.parse(keys.lease(network, subnet))!, modRevision: ++rev };
 }
 function ctx(node: string, labels: Record<string, string> = {}, errors = new Map<string, string>()): NodeContext {
@@ -31,7 +31,7 @@ function ctx(node: string, labels: Record<string, string> = {}, errors = new Map
 }
 
 /** Applies events to the model and returns the delta the view produces for `c`. */
-function step(model: Model, view: AgentView, c: NodeContext, ...events: StoreEvent[]) {
+function step(model: Model, view: AgentView, c: NodeContext, ...events: RecordEvent[]) {
   return view.delta(model, c, model.apply(events, rev));
 }
 
@@ -112,7 +112,7 @@ describe("controller model and per-agent view (pure)", () => {
         const net = nets[rand(2)];
         const node = nodes[rand(nodes.length)];
         const subnet = `${net.cidr.split(".").slice(0, 2).join(".")}.${nodes.indexOf(node) + 1}.0/24`;
-        const events: StoreEvent[] = [];
+        const events: RecordEvent[] = [];
         switch (rand(6)) {
           case 0: events.push(putNetwork({ ...net, mtu: [0, 1400][rand(2)] })); break;
           case 1: events.push(delNetwork(net.name)); break;
