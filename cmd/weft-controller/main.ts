@@ -19,6 +19,9 @@ interface Flags extends EtcdFlags {
   kube: boolean;
   kubeconfig?: string;
   kubeResync: number;
+  leaderTtl: number;
+  gcInterval: number;
+  healthEtcdTimeout: number;
 }
 
 const program = new Command("weft-controller")
@@ -34,6 +37,9 @@ program
   .addOption(envOption("--kube [enabled]", "Kubernetes mode with the in-cluster service account: networks from OverlayNetwork objects, members from Nodes", false).argParser(parseBool))
   .addOption(envOption("--kubeconfig <file>", "Kubernetes mode with this kubeconfig (implies --kube)"))
   .addOption(envOption("--kube-resync <duration>", "Kubernetes mode: how often every status and Node condition is re-checked", DEFAULT_KUBE_RESYNC_MS, "5m").argParser(parseDuration))
+  .addOption(envOption("--leader-ttl <duration>", "TTL of the leader key: a dead or paused leader is replaced after about this long", 10_000, "10s").argParser(parseDuration))
+  .addOption(envOption("--gc-interval <duration>", "how often the leader garbage-collects orphaned leases", 60_000, "1m").argParser(parseDuration))
+  .addOption(envOption("--health-etcd-timeout <duration>", "/healthz fails once etcd has not answered for this long", 30_000, "30s").argParser(parseDuration))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
@@ -44,6 +50,9 @@ await runMain(async () => {
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
   if (f.kubeResync < 1000) throw new Error("--kube-resync: must be at least 1s");
+  if (f.leaderTtl < 2000) throw new Error("--leader-ttl: must be at least 2s");
+  if (f.gcInterval < 100) throw new Error("--gc-interval: must be at least 100ms");
+  if (f.healthEtcdTimeout < 1000) throw new Error("--health-etcd-timeout: must be at least 1s");
   const etcd = etcdConnection(f);
   const log = newLogger("weft-controller", f.logLevel);
   const kubeMode = f.kube || !!f.kubeconfig;
@@ -64,6 +73,9 @@ await runMain(async () => {
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
     kube,
     kubeResyncMs: f.kubeResync,
+    leaderTtlSeconds: Math.round(f.leaderTtl / 1000),
+    gcIntervalMs: f.gcInterval,
+    healthEtcdTimeoutMs: f.healthEtcdTimeout,
     log,
   });
   await new Promise<void>((resolve) => {

@@ -4,12 +4,13 @@ import { AgentMessage, ConfigUpdate, ControllerService } from "../api/index.js";
 import { newLogger, type Logger } from "../log/index.js";
 import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
 import { Store, type EtcdTls } from "../store/index.js";
-import { collectGarbage, Leadership } from "./leader.js";
+import { collectGarbage, DeposedError, Leadership } from "./leader.js";
 import { controllerMetrics } from "./metrics.js";
 import { Change, Model } from "./model.js";
 import { KubeMode, type KubePort } from "./kube-mode.js";
 import { Sessions } from "./sessions.js";
 import { ModelSync } from "./sync.js";
+import { Health } from "./health.js";
 
 export interface TlsFiles {
   cert: Buffer;
@@ -44,6 +45,10 @@ export interface ControllerOptions {
   kubeResyncMs?: number;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
+  /** /healthz fails once etcd has not answered for this long (default 30 s). */
+  healthEtcdTimeoutMs?: number;
+  /** /healthz fails while the event loop is this late (default 5 s). */
+  healthStallMs?: number;
 }
 
 export interface RunningController {
@@ -53,8 +58,10 @@ export interface RunningController {
   readonly model: Model;
   readonly registry: Registry;
   isLeader(): boolean;
-  /** What /readyz answers: the gRPC port is bound, the etcd view is loaded and, in Kubernetes mode, the OverlayNetwork and Node lists have arrived. */
+  /** What /readyz answers: healthy, the gRPC port is bound, the etcd view is loaded and, in Kubernetes mode, the OverlayNetwork and Node lists have arrived. */
   ready(): boolean;
+  /** What /healthz answers: problems (etcd unreachable past the bound, event loop stalled); empty when healthy. */
+  healthProblems(): string[];
   connectedAgents(): number;
   stop(): Promise<void>;
 }
@@ -87,9 +94,9 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
 
   let sessions: Sessions | undefined;
   let leadership: Leadership | undefined;
-  const metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0, () => kubeMode?.synced ?? false);
+  const metrics = controllerMetrics(registry, model, () => sessions?.count ?? 0, () => kubeMode?.synced ?? false, () => !!leadership?.isLeader);
   const kubeMode = opts.kube
-    ? new KubeMode({ kube: opts.kube, store, model, isLeader: () => !!leadership?.isLeader, log, resyncMs: opts.kubeResyncMs, metrics: metrics.kube })
+    ? new KubeMode({ kube: opts.kube, store, model, leader: () => leadership?.check() ?? notLeading(), log, resyncMs: opts.kubeResyncMs, metrics: metrics.kube, onInvalid: (kind) => metrics.invalidRecords.inc({ kind }) })
     : undefined;
   let pending: Change | undefined;
   const flush = () => {
@@ -119,11 +126,24 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   });
   sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
 
-  // Ready only once agents can actually connect: the gRPC port is bound, the view loaded.
+  const health = new Health({
+    probe: () => store.client.maintenance.status(),
+    etcdUnreachableMs: opts.healthEtcdTimeoutMs,
+    stallMs: opts.healthStallMs,
+  });
+  health.start();
+  // Ready only once agents can actually connect: healthy, the gRPC port bound, the view loaded.
   let serving = false;
-  const ready = () => serving && sync.loaded && (kubeMode?.synced ?? true);
+  const readyProblems = () => {
+    const out = health.problems();
+    if (!serving) out.push("gRPC port not bound yet");
+    if (!sync.loaded) out.push("etcd view not loaded yet");
+    if (kubeMode && !kubeMode.synced) out.push("Kubernetes lists not received yet");
+    return out;
+  };
+  const ready = () => readyProblems().length === 0;
   const metricsServer: MetricsServer | undefined = opts.metricsAddr
-    ? await startMetricsServer(opts.metricsAddr, registry, { ready })
+    ? await startMetricsServer(opts.metricsAddr, registry, { healthy: () => health.problems(), ready: readyProblems })
     : undefined;
 
   await sync.start();
@@ -142,14 +162,13 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   let gcTimer: NodeJS.Timeout | undefined;
   const runGc = async () => {
     try {
-      const n = await collectGarbage(store, leadership!.lease, log);
+      const n = await collectGarbage(store, () => leadership!.lease, log);
       if (n > 0) metrics.gcDeleted.inc(n);
     } catch (err) {
       log.warn({ err: String(err) }, "garbage collection failed");
     }
   };
   leadership = new Leadership(store, identity, opts.leaderTtlSeconds ?? 10, log, (leading) => {
-    metrics.isLeader.set(leading ? 1 : 0);
     clearInterval(gcTimer);
     if (leading) {
       void runGc();
@@ -168,11 +187,13 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     registry,
     isLeader: () => !!leadership?.isLeader,
     ready,
+    healthProblems: () => health.problems(),
     connectedAgents: () => sessions?.count ?? 0,
     async stop() {
       if (stopped) return;
       stopped = true;
       clearInterval(gcTimer);
+      health.stop();
       await kubeMode?.stop();
       sessions?.closeAll();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
@@ -184,6 +205,10 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
       log.info("controller stopped");
     },
   };
+}
+
+function notLeading(): never {
+  throw new DeposedError();
 }
 
 const encoded = new WeakMap<ConfigUpdate, Buffer>();

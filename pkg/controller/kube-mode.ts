@@ -10,6 +10,7 @@ import { immutableChanged, networkStatus, resolveNetworks, sameStatus, type Netw
 import type { KubeMetrics } from "./metrics.js";
 import type { Sessions } from "./sessions.js";
 import { checkNetworkConflicts } from "../spec/index.js";
+import { DeposedError } from "./leader.js";
 
 export interface KubeNode {
   name: string;
@@ -28,14 +29,23 @@ export interface KubePort {
   watchNodes(onList: (nodes: KubeNode[]) => void): Stoppable;
   patchNetworkStatus(name: string, status: NetworkStatus): Promise<void>;
   setNodeNetworkAvailable(node: string): Promise<void>;
+  /** Where objects the informers skipped as undecodable are reported, by kind (kube_network, kube_node). */
+  onInvalid?(handler: (kind: string) => void): void;
 }
 
 export interface KubeModeDeps {
   kube: KubePort;
   store: Store;
   model: Model;
-  isLeader: () => boolean;
+  /**
+   * The leader lease to fence a leader-only write with; throws DeposedError
+   * when this replica does not lead right now. Called immediately before every
+   * write, so a replica deposed mid-pass writes nothing more.
+   */
+  leader: () => string;
   log: Logger;
+  /** A Kubernetes object that did not decode (counted by kind: kube_network, kube_node). */
+  onInvalid?: (kind: string) => void;
   /** Periodic full reconcile from the caches; default 5 min. */
   resyncMs?: number;
   metrics?: KubeMetrics;
@@ -63,6 +73,7 @@ export class KubeMode {
 
   start(sessions: Sessions): void {
     this.sessions = sessions;
+    this.deps.kube.onInvalid?.((kind) => this.deps.onInvalid?.(kind));
     this.watches.push(
       this.deps.kube.watchNetworks((objects) => {
         this.objects = objects;
@@ -139,8 +150,13 @@ export class KubeMode {
       do {
         this.again = false;
         try {
-          if (this.deps.isLeader()) await this.reconcile();
+          if (this.leading()) await this.reconcile();
         } catch (err) {
+          if (err instanceof DeposedError) {
+            // Not a failure: the new leader does the rest, and onLeadership() brings us back if we win again.
+            this.deps.log.info("leadership lost during a Kubernetes reconcile pass; pass stopped");
+            continue;
+          }
           this.deps.metrics?.reconcileFailures.inc();
           this.deps.log.warn({ err: String(err) }, "kubernetes reconcile failed; retrying");
           this.schedule(RETRY_DELAY_MS);
@@ -149,6 +165,15 @@ export class KubeMode {
     })();
     await this.running;
     this.running = undefined;
+  }
+
+  private leading(): boolean {
+    try {
+      this.deps.leader();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async reconcile(): Promise<void> {
@@ -171,6 +196,7 @@ export class KubeMode {
     for (const [name, stored] of model.networks) {
       const want = served.get(name);
       if (!want || immutableChanged(stored, want)) {
+        this.deps.leader();
         await store.deleteNetwork(name, { force: true });
         log.info({ network: name, reason: want ? "replaced" : "not served" }, "network removed from etcd");
       }
@@ -178,6 +204,7 @@ export class KubeMode {
     for (const [name, spec] of served) {
       const stored = model.networks.get(name);
       if (stored && !immutableChanged(stored, spec) && JSON.stringify(stored) === JSON.stringify(spec)) continue;
+      this.deps.leader();
       await store.saveNetwork(spec, (s, others) => checkNetworkConflicts(s, others.filter((o) => o.name !== s.name)));
       log.info({ network: name }, "network mirrored into etcd");
     }
@@ -202,6 +229,7 @@ export class KubeMode {
       const current = mine && mine.generation === obj.generation ? { ...obj, status: mine.status } : obj;
       const status = networkStatus(current, verdict, verdict.spec ? this.usage(obj.name) : undefined, now);
       if (sameStatus(current.status, status)) continue;
+      this.deps.leader();
       await this.counted("network_status", this.deps.kube.patchNetworkStatus(obj.name, status));
       this.written.set(obj.name, { generation: obj.generation, status });
     }
@@ -222,12 +250,14 @@ export class KubeMode {
     const { store, model, log } = this.deps;
     for (const name of [...model.nodes.keys()]) {
       if (!nodes.has(name)) {
+        this.deps.leader();
         await store.removeNode(name);
         log.info({ node: name }, "Kubernetes Node deleted: its leases are released and peers drop it");
       }
     }
     for (const n of nodes.values()) {
       if (!n.weftUp && model.nodes.get(n.name)?.appliedAt) {
+        this.deps.leader();
         await this.counted("node_condition", this.deps.kube.setNodeNetworkAvailable(n.name));
         n.weftUp = true;
         log.info({ node: n.name }, "Node condition NetworkUnavailable=False set");

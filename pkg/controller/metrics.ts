@@ -6,7 +6,7 @@ import type { Model } from "./model.js";
 export type ControllerMetrics = ReturnType<typeof controllerMetrics>;
 
 /** weft_controller_* metrics. Gauges about leases and pools are read from the model at scrape time. */
-export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false) {
+export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false, leading: () => boolean = () => false) {
   const perNetwork = (name: string, help: string, value: (net: string) => number) =>
     new prom.Gauge({
       name,
@@ -70,7 +70,14 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
       registers: [registry],
     }),
     joins: new prom.Counter({ name: "weft_controller_joins_total", help: "Join streams accepted, and refused by reason.", labelNames: ["result"], registers: [registry] }),
-    isLeader: new prom.Gauge({ name: "weft_controller_is_leader", help: "1 when this replica runs the singleton jobs.", registers: [registry] }),
+    isLeader: new prom.Gauge({
+      name: "weft_controller_is_leader",
+      help: "1 when this replica runs the singleton jobs (and its leadership is not older than the election TTL allows).",
+      registers: [registry],
+      collect() {
+        this.set(leading() ? 1 : 0);
+      },
+    }),
     gcDeleted: new prom.Counter({ name: "weft_controller_gc_deleted_total", help: "Orphaned keys removed by garbage collection.", registers: [registry] }),
     watchRestarts: new prom.Counter({ name: "weft_controller_watch_restarts_total", help: "Times the etcd watch was lost and the view rebuilt.", registers: [registry] }),
     invalidRecords: new prom.Counter({

@@ -48,6 +48,8 @@ export interface InformerOptions {
   log?: Logger;
   /** Every failed list or watch (e.g. 403 when RBAC is missing); the informer keeps retrying. */
   onError?(err: unknown): void;
+  /** An object that did not decode and was skipped; `what` is the resource ("overlaynetworks", "nodes"). */
+  onInvalid?(what: string, err: unknown): void;
   backoffBaseMs?: number;
   backoffCapMs?: number;
   watchTimeoutSeconds?: number;
@@ -59,8 +61,8 @@ const LIST_PAGE = 500;
 
 /** The part of a Reflector's options both informers take from InformerOptions as they are. */
 function reflectorTuning(opts: InformerOptions) {
-  const { onError, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds } = opts;
-  return { log: opts.log ?? silentLogger(), onError, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds };
+  const { onError, onInvalid, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds } = opts;
+  return { log: opts.log ?? silentLogger(), onError, onInvalid, watch, backoffBaseMs, backoffCapMs, watchTimeoutSeconds };
 }
 
 export interface NetworkWatchHandlers {
@@ -153,10 +155,27 @@ export async function setNodeNetworkAvailable(kc: KubeConfig, nodeName: string, 
  * (pkg/controller's KubePort).
  */
 export class KubeClient {
+  private invalid?: (kind: string) => void;
+
   constructor(
     readonly kc: KubeConfig,
-    private readonly opts: InformerOptions = {},
+    private readonly given: InformerOptions = {},
   ) {}
+
+  private get opts(): InformerOptions {
+    return {
+      ...this.given,
+      onInvalid: (what, err) => {
+        this.given.onInvalid?.(what, err);
+        this.invalid?.(what === PLURAL ? "kube_network" : "kube_node");
+      },
+    };
+  }
+
+  /** Where skipped objects are counted (the controller's weft_controller_invalid_records). */
+  onInvalid(handler: (kind: string) => void): void {
+    this.invalid = handler;
+  }
 
   static fromOptions(config: KubeConfigOptions, opts: InformerOptions = {}): KubeClient {
     return new KubeClient(loadKubeConfig(config), opts);

@@ -39,6 +39,8 @@ export interface ReflectorOptions<T, P> {
   log: Logger;
   /** Every failed list or watch (after it is logged); the loop retries by itself. */
   onError?(err: unknown): void;
+  /** An object that `key` or `project` refused (it is logged and skipped). */
+  onInvalid?(what: string, err: unknown): void;
   backoffBaseMs?: number;
   backoffCapMs?: number;
   watch?: WatchFn;
@@ -138,7 +140,11 @@ export class Reflector<T, P> {
       if (this.stopped) return rv; // a partial list must not look like deletions
     } while (cont);
     this.lists++;
-    const next = new Map(objs.map((o) => [this.opts.key(o), this.opts.project(o)]));
+    const next = new Map<string, P>();
+    for (const o of objs) {
+      const entry = this.decode(o);
+      if (entry) next.set(entry[0], entry[1]);
+    }
     const deleted = [...this.current.keys()].filter((k) => !next.has(k));
     let changed = deleted.length > 0 || !this.synced;
     for (const [k, p] of next) if (!changed && !same(this.current.get(k), p)) changed = true;
@@ -184,12 +190,12 @@ export class Reflector<T, P> {
         const objRv = obj?.metadata?.resourceVersion;
         if (objRv) last = objRv;
         if (type === "BOOKMARK") return;
-        const o = obj as unknown as T;
-        const key = this.opts.key(o);
+        const entry = this.decode(obj as unknown as T);
+        if (!entry) return;
+        const [key, p] = entry;
         if (type === "DELETED") {
           if (this.current.delete(key)) this.emit([key]);
         } else if (type === "ADDED" || type === "MODIFIED") {
-          const p = this.opts.project(o);
           if (!same(this.current.get(key), p)) {
             this.current.set(key, p);
             this.emit([]);
@@ -210,6 +216,21 @@ export class Reflector<T, P> {
       this.stopSignal.signal.addEventListener("abort", onStop, { once: true });
       log.debug({ what, resourceVersion: rv }, "watching");
     });
+  }
+
+  /** Key and projection of one object, or undefined (logged, counted) when it does not decode. */
+  private decode(o: T): [string, P] | undefined {
+    try {
+      const p = this.opts.project(o);
+      const key = this.opts.key(o);
+      if (!key) throw new Error("metadata.name: missing");
+      return [key, p];
+    } catch (err) {
+      const name = (o as RawObject | undefined)?.metadata?.name;
+      this.opts.log.warn({ what: this.opts.what, name: typeof name === "string" ? name : undefined, err: errorText(err) }, "object does not decode; skipped");
+      this.opts.onInvalid?.(this.opts.what, err);
+      return undefined;
+    }
   }
 
   private emit(deleted: string[]): void {

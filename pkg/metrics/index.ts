@@ -21,11 +21,21 @@ export function parseListenAddress(addr: string): { host: string; port: number }
   return { host: m[1] ?? m[2] ?? "", port };
 }
 
+/** A check's answer: true/false, or the list of problems (empty: fine), which the endpoint prints. */
+export type CheckResult = boolean | string[];
+
 export interface HealthChecks {
   /** Process is alive and its loops are running. */
-  healthy?: () => boolean;
+  healthy?: () => CheckResult;
   /** Component has done its first useful work (e.g. first snapshot applied). */
-  ready?: () => boolean;
+  ready?: () => CheckResult;
+}
+
+function answer(res: http.ServerResponse, check: (() => CheckResult) | undefined, good: string, bad: string): void {
+  const result = check ? check() : true;
+  const ok = Array.isArray(result) ? result.length === 0 : result;
+  res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
+  res.end(ok ? `${good}\n` : Array.isArray(result) ? `${bad}: ${result.join("; ")}\n` : `${bad}\n`);
 }
 
 export interface MetricsServer {
@@ -49,13 +59,9 @@ export async function startMetricsServer(
         res.writeHead(200, { "content-type": registry.contentType });
         res.end(body);
       } else if (path === "/healthz") {
-        const ok = checks.healthy ? checks.healthy() : true;
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
-        res.end(ok ? "ok\n" : "unhealthy\n");
+        answer(res, checks.healthy, "ok", "unhealthy");
       } else if (path === "/readyz") {
-        const ok = checks.ready ? checks.ready() : true;
-        res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
-        res.end(ok ? "ready\n" : "not ready\n");
+        answer(res, checks.ready, "ready", "not ready");
       } else {
         res.writeHead(404, { "content-type": "text/plain" });
         res.end("not found: try /metrics, /healthz, /readyz\n");
