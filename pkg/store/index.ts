@@ -1,18 +1,11 @@
 // Everything that knows etcd. Nothing here knows the kernel or gRPC.
 export * from "./types.js";
 export { Keys, DEFAULT_PREFIX, subnetSegment, segmentSubnet, type ParsedKey } from "./keys.js";
-export {
-  Store,
-  PoolExhaustedError,
-  NodeGoneError,
-  ConflictError,
-  type StoreOptions,
-  type Versioned,
-  type StoreEvent,
-  type Snapshot,
-  type NodeRegistration,
-  type StoreWatch,
-} from "./store.js";
+export { Store } from "./store.js";
+export { PoolExhaustedError, NodeGoneError, ConflictError } from "./errors.js";
+export type { StoreOptions, Versioned } from "./etcd.js";
+export type { NodeRegistration } from "./nodes.js";
+export type { StoreEvent, Snapshot, StoreWatch } from "./watch.js";
 export { loadEtcdTls, type EtcdTls, type EtcdTlsFiles } from "./tls.js";
 export { etcdFlagOptions, etcdConnection, type EtcdFlags } from "./flags.js";
 export {

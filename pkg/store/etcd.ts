@@ -1,0 +1,147 @@
+// etcd plumbing: the client, deadlines and latency per call, range reads,
+// transactions, op builders, (de)serialisation and etcd leases (the time to
+// live of a node's records). The job files (networks, nodes, leases, leader,
+// watch) build on this and nothing else talks to the client directly.
+import { Etcd3, type IKeyValue, type IRequestOp, type ICompare, type IResponseOp } from "etcd3";
+import type { Logger } from "../log/index.js";
+import { prom, type Registry } from "../metrics/index.js";
+import { Keys, prefixEnd } from "./keys.js";
+import type { EtcdTls } from "./tls.js";
+
+export interface StoreOptions {
+  endpoints: string[];
+  prefix?: string;
+  log?: Logger;
+  registry?: Registry;
+  /** How long to wait for etcd before a call fails (ms). */
+  timeoutMs?: number;
+  /** TLS for https:// endpoints (client certificate for etcd's --client-cert-auth). */
+  tls?: EtcdTls;
+}
+
+/** A value with the etcd metadata the controller needs for compare-and-swap. */
+export interface Versioned<T> {
+  value: T;
+  modRevision: number;
+  createRevision: number;
+  /** etcd lease ID the key is bound to ("0" for none). */
+  lease: string;
+}
+
+export const MAX_CAS_ATTEMPTS = 64;
+
+export function encode(v: unknown): Buffer {
+  return Buffer.from(JSON.stringify(v));
+}
+
+export function decode<T>(kv: IKeyValue): T {
+  return JSON.parse(kv.value.toString()) as T;
+}
+
+export function versioned<T>(kv: IKeyValue): Versioned<T> {
+  return { value: decode<T>(kv), modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision), lease: String(kv.lease ?? "0") };
+}
+
+export const put = (key: string, value: unknown, lease?: string): IRequestOp => ({
+  request_put: { key: Buffer.from(key), value: encode(value), ...(lease && lease !== "0" ? { lease } : {}) },
+});
+export const del = (key: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } });
+export const get = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } });
+export const modIs = (key: string, rev: number): ICompare => ({ key: Buffer.from(key), target: "Mod", result: "Equal", mod_revision: rev });
+export const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: 0 });
+export const leaseIs = (key: string, lease: string): ICompare => ({ key: Buffer.from(key), target: "Lease", result: "Equal", lease });
+
+export function firstKv(res: IResponseOp | undefined): IKeyValue | undefined {
+  return res?.response_range?.kvs?.[0];
+}
+
+export class EtcdKv {
+  readonly keys: Keys;
+  readonly client: Etcd3;
+  readonly log?: Logger;
+  private readonly opLatency?: prom.Histogram<"op">;
+  private readonly timeoutMs: number;
+
+  constructor(opts: StoreOptions) {
+    this.keys = new Keys(opts.prefix);
+    this.log = opts.log;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: Math.min(this.timeoutMs, 5000),
+      ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca ?? (null as unknown as Buffer), certChain: opts.tls.cert, privateKey: opts.tls.key } } : {}),
+    });
+    if (opts.registry) {
+      this.opLatency = new prom.Histogram({
+        name: "weft_controller_etcd_operation_seconds",
+        help: "Latency of etcd operations issued by the controller, by operation.",
+        labelNames: ["op"],
+        buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+        registers: [opts.registry],
+      });
+    }
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  /** Runs one etcd call with a deadline and records its latency. */
+  async op<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const end = this.opLatency?.startTimer({ op: name });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        fn(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`etcd ${name}: no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      end?.();
+    }
+  }
+
+  async rangePrefix(prefix: string, name: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
+    const res = await this.op(name, () => this.client.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix) }));
+    return { kvs: res.kvs, revision: Number(res.header.revision) };
+  }
+
+  async getKv(key: string, name: string): Promise<IKeyValue | undefined> {
+    const res = await this.op(name, () => this.client.kv.range({ key: Buffer.from(key) }));
+    return res.kvs[0];
+  }
+
+  txn(name: string, compare: ICompare[], success: IRequestOp[], failure: IRequestOp[] = []) {
+    return this.op(name, () => this.client.kv.txn({ compare, success, failure }));
+  }
+
+  // ---- etcd leases (time to live of a node's records) -------------------
+
+  async grantLease(ttlSeconds: number): Promise<string> {
+    const res = await this.op("lease_grant", () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 }));
+    return String(res.ID);
+  }
+
+  /** Renews a lease once; returns the seconds it now has left (0: it is gone). */
+  async keepAlive(leaseId: string): Promise<number> {
+    return this.op("lease_keepalive", async () => {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      try {
+        const answer = new Promise<number>((resolve, reject) => {
+          stream.on("data", (res) => resolve(Number(res.TTL)));
+          stream.on("error", reject);
+        });
+        stream.write({ ID: leaseId });
+        return await answer;
+      } finally {
+        stream.end();
+      }
+    });
+  }
+
+  async revokeLease(leaseId: string): Promise<void> {
+    await this.op("lease_revoke", () => this.client.leaseClient.leaseRevoke({ ID: leaseId }));
+  }
+}
