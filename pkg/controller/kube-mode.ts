@@ -4,7 +4,7 @@
 // streams; only the elected replica writes etcd mirrors, statuses and Node
 // conditions.
 import type { Logger } from "../log/index.js";
-import type { Store } from "../store/index.js";
+import { NotLeaderError, type Store } from "../store/index.js";
 import { selectorMatches, type Model } from "./model.js";
 import { immutableChanged, networkStatus, resolveNetworks, sameStatus, type NetworkObject, type NetworkStatus, type Usage, type Verdict } from "./resolve.js";
 import type { KubeMetrics } from "./metrics.js";
@@ -152,7 +152,7 @@ export class KubeMode {
         try {
           if (this.leading()) await this.reconcile();
         } catch (err) {
-          if (err instanceof DeposedError) {
+          if (err instanceof DeposedError || err instanceof NotLeaderError) {
             // Not a failure: the new leader does the rest, and onLeadership() brings us back if we win again.
             this.deps.log.info("leadership lost during a Kubernetes reconcile pass; pass stopped");
             continue;
@@ -196,16 +196,14 @@ export class KubeMode {
     for (const [name, stored] of model.networks) {
       const want = served.get(name);
       if (!want || immutableChanged(stored, want)) {
-        this.deps.leader();
-        await store.deleteNetwork(name, { force: true });
+        await store.deleteNetwork(name, { force: true, asLeader: this.deps.leader() });
         log.info({ network: name, reason: want ? "replaced" : "not served" }, "network removed from etcd");
       }
     }
     for (const [name, spec] of served) {
       const stored = model.networks.get(name);
       if (stored && !immutableChanged(stored, spec) && JSON.stringify(stored) === JSON.stringify(spec)) continue;
-      this.deps.leader();
-      await store.saveNetwork(spec, (s, others) => checkNetworkConflicts(s, others.filter((o) => o.name !== s.name)));
+      await store.saveNetwork(spec, (s, others) => checkNetworkConflicts(s, others.filter((o) => o.name !== s.name)), { asLeader: this.deps.leader() });
       log.info({ network: name }, "network mirrored into etcd");
     }
   }
@@ -250,8 +248,7 @@ export class KubeMode {
     const { store, model, log } = this.deps;
     for (const name of [...model.nodes.keys()]) {
       if (!nodes.has(name)) {
-        this.deps.leader();
-        await store.removeNode(name);
+        await store.removeNode(name, { asLeader: this.deps.leader() });
         log.info({ node: name }, "Kubernetes Node deleted: its leases are released and peers drop it");
       }
     }

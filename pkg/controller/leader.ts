@@ -122,7 +122,7 @@ export class Leadership {
 export async function collectGarbage(store: Store, leaderLease: () => string, log: Logger): Promise<number> {
   if (leaderLease() === "0") return 0;
   const snap = await store.snapshot();
-  const unreadable = new Set(((snap as { invalid?: { key: string }[] }).invalid ?? []).map((r) => r.key));
+  const unreadable = new Set(snap.invalid.map((r) => r.key));
   const networks = new Map(snap.networks.map((n) => [n.value.name, n.value]));
   const nodes = new Map(snap.nodes.map((n) => [n.value.name, n.value]));
   const victims: { key: string; modRevision: number; why: string }[] = [];

@@ -1,5 +1,5 @@
 import type { Logger } from "../log/index.js";
-import { checkRecord, type InvalidRecord, type RecordEvent, type RecordKind, type Store, type StoreEvent, type StoreWatch } from "../store/index.js";
+import type { InvalidRecord, RecordKind, Store, StoreEvent, StoreWatch } from "../store/index.js";
 import { Backoff } from "../retry/index.js";
 import type { Change, Model } from "./model.js";
 
@@ -71,7 +71,7 @@ export class ModelSync {
       try {
         const snap = await this.store.snapshot();
         if (this.stopped) return;
-        this.reportInvalid((snap as { invalid?: InvalidRecord[] }).invalid ?? []);
+        this.reportInvalid(snap.invalid);
         const change = this.model.load(snap);
         this.loaded = true;
         const watch = await this.store.watch(
@@ -107,10 +107,9 @@ export class ModelSync {
     }
   }
 
-  private handle(raw: (StoreEvent | RecordEvent)[], revision: number): void {
+  private handle(events: StoreEvent[], revision: number): void {
     let change: Change;
     try {
-      const events = raw.map(asRecordEvent);
       for (const ev of events) {
         if (ev.type === "invalid") this.reportInvalid([{ key: ev.rawKey, kind: ev.kind, error: ev.error, modRevision: ev.modRevision }]);
       }
@@ -162,13 +161,4 @@ export class ModelSync {
     this.generation++;
     await this.watch?.close();
   }
-}
-
-/** Events from a store that hands out parsed JSON are checked against their key's schema here. */
-function asRecordEvent(ev: StoreEvent | RecordEvent): RecordEvent {
-  if (ev.type !== "put" || "record" in ev) return ev as RecordEvent;
-  const res = checkRecord(ev.key, ev.value);
-  if (!res) return { type: "delete", key: ev.key, modRevision: ev.modRevision };
-  if (!res.ok) return { type: "invalid", key: ev.key, rawKey: JSON.stringify(ev.key), kind: res.kind, error: res.error, modRevision: ev.modRevision };
-  return { type: "put", key: ev.key, record: res, lease: ev.lease, modRevision: ev.modRevision };
 }

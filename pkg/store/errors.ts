@@ -13,3 +13,17 @@ export class NodeGoneError extends Error {
 }
 
 export class ConflictError extends Error {}
+
+/** A value stored under `key` does not decode (its schema's problems in the message). */
+export class InvalidRecordError extends Error {
+  constructor(readonly key: string, readonly kind: string, readonly problem: string) {
+    super(`${key}: stored ${kind} does not decode: ${problem}`);
+  }
+}
+
+/** A leader-only write found that this replica no longer holds the leader key; nothing was written. */
+export class NotLeaderError extends Error {
+  constructor() {
+    super("this replica no longer holds the leader key; leader-only write abandoned");
+  }
+}

@@ -2,10 +2,13 @@
 // transactions, op builders, (de)serialisation and etcd leases (the time to
 // live of a node's records). The job files (networks, nodes, leases, leader,
 // watch) build on this and nothing else talks to the client directly.
-import { Etcd3, type IKeyValue, type IRequestOp, type ICompare, type IResponseOp } from "etcd3";
+import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry, type IBackoff } from "cockatiel";
+import { Etcd3, isRecoverableError, type IKeyValue, type IRequestOp, type ICompare, type IResponseOp } from "etcd3";
 import type { Logger } from "../log/index.js";
 import { prom, type Registry } from "../metrics/index.js";
-import { Keys, prefixEnd } from "./keys.js";
+import { Keys, prefixEnd, segmentSubnet, type ParsedKey } from "./keys.js";
+import { InvalidRecordError } from "./errors.js";
+import { decodeRecord } from "./records.js";
 import type { EtcdTls } from "./tls.js";
 
 export interface StoreOptions {
@@ -34,8 +37,45 @@ export function encode(v: unknown): Buffer {
   return Buffer.from(JSON.stringify(v));
 }
 
+/** What a key holds, from its last segments (networks/<n>, nodes/<n>, leases/<net>/<subnet>): the job files' reads know their prefix only through etcd.keys. */
+function kindOf(key: string): ParsedKey {
+  const parts = key.split("/");
+  const n = parts.length;
+  if (n >= 3 && parts[n - 3] === "leases") return { kind: "lease", network: parts[n - 2], subnet: segmentSubnet(parts[n - 1]) };
+  if (n >= 2 && parts[n - 2] === "networks") return { kind: "network", network: parts[n - 1] };
+  if (n >= 2 && parts[n - 2] === "nodes") return { kind: "node", node: parts[n - 1] };
+  return { kind: "other" };
+}
+
+/** A record read back from etcd, checked against its key's schema; throws an error naming the key when it does not decode. */
 export function decode<T>(kv: IKeyValue): T {
-  return JSON.parse(kv.value.toString()) as T;
+  const key = kv.key.toString();
+  const res = decodeRecord(kindOf(key), kv.value);
+  if (!res) return JSON.parse(kv.value.toString()) as T;
+  if (!res.ok) throw new InvalidRecordError(key, res.kind, res.error);
+  return res.value as T;
+}
+
+/** The records among `kvs` that decode; the others are logged and skipped (a bad value must not hide the good ones). */
+export function decodeValid<T>(kvs: IKeyValue[], log?: Logger): T[] {
+  const out: T[] = [];
+  for (const kv of kvs) {
+    try {
+      out.push(decode<T>(kv));
+    } catch (err) {
+      log?.warn({ key: kv.key.toString(), err: (err as Error).message }, "stored value does not decode; skipped");
+    }
+  }
+  return out;
+}
+
+/** decode(), or undefined when the value does not decode (a write path that replaces it anyway). */
+export function decodeOrUndefined<T>(kv: IKeyValue): T | undefined {
+  try {
+    return decode<T>(kv);
+  } catch {
+    return undefined;
+  }
 }
 
 export function versioned<T>(kv: IKeyValue): Versioned<T> {
@@ -69,6 +109,22 @@ export class EtcdKv {
     this.client = new Etcd3({
       hosts: opts.endpoints,
       dialTimeout: Math.min(this.timeoutMs, 5000),
+      // The library's defaults (watch re-connect backoff up to 30 s, a circuit
+      // breaker open for 5 s, grpc-js' reconnect backoff growing to 120 s)
+      // left the controller blind for up to 10 s after etcd returned.
+      // Retrying a refused loopback/LAN connection every few hundred ms costs
+      // nothing, and it bounds recovery to about that long.
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 250, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 2, backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 200 }) }),
+        // etcd3 calls next() on what it is given and uses the result, as it does with its own default (a factory, despite the declared type).
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 500 }) as unknown as IBackoff<unknown>,
+      },
+      grpcOptions: {
+        "grpc.initial_reconnect_backoff_ms": 100,
+        "grpc.min_reconnect_backoff_ms": 100,
+        "grpc.max_reconnect_backoff_ms": 500,
+      },
       ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca ?? (null as unknown as Buffer), certChain: opts.tls.cert, privateKey: opts.tls.key } } : {}),
     });
     if (opts.registry) {

@@ -2,7 +2,7 @@
 export * from "./types.js";
 export { Keys, DEFAULT_PREFIX, subnetSegment, segmentSubnet, type ParsedKey } from "./keys.js";
 export { Store } from "./store.js";
-export { PoolExhaustedError, NodeGoneError, ConflictError } from "./errors.js";
+export { PoolExhaustedError, NodeGoneError, ConflictError, InvalidRecordError, NotLeaderError } from "./errors.js";
 export type { StoreOptions, Versioned } from "./etcd.js";
 export type { NodeRegistration } from "./nodes.js";
 export type { StoreEvent, Snapshot, StoreWatch } from "./watch.js";

@@ -1,5 +1,19 @@
 // meta/leader: the elected replica's key, and writes fenced by holding it.
+import type { ICompare } from "etcd3";
 import { EtcdKv, absent, del, firstKv, get, leaseIs, modIs, put } from "./etcd.js";
+import { NotLeaderError } from "./errors.js";
+
+/** The compare that makes a write leader-only: the leader key carries `lease` (none when `lease` is undefined). */
+export function leaderFence(etcd: EtcdKv, lease: string | undefined): ICompare[] {
+  return lease === undefined ? [] : [leaseIs(etcd.keys.leader(), lease)];
+}
+
+/** After a fenced txn failed: throws NotLeaderError when the fence was the reason (the caller must not retry). */
+export async function stillLeader(etcd: EtcdKv, lease: string | undefined): Promise<void> {
+  if (lease === undefined) return;
+  const kv = await etcd.getKv(etcd.keys.leader(), "get_leader");
+  if (!kv || String(kv.lease) !== lease) throw new NotLeaderError();
+}
 
 /** Creates the leader key bound to `leaseId` if nobody holds it. True when we hold it now. */
 export async function tryLead(etcd: EtcdKv, identity: string, leaseId: string): Promise<boolean> {

@@ -3,12 +3,12 @@
 import { chooseSubnet } from "../ipam/index.js";
 import { parseCidr } from "../ip/index.js";
 import { ConflictError, NodeGoneError, PoolExhaustedError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, del, firstKv, get, modIs, put } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, decodeValid, del, firstKv, get, modIs, put } from "./etcd.js";
 import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
 export async function listLeases(etcd: EtcdKv, network?: string): Promise<LeaseRecord[]> {
   const { kvs } = await etcd.rangePrefix(etcd.keys.leases(network), "list_leases");
-  return kvs.map((kv) => decode<LeaseRecord>(kv));
+  return decodeValid<LeaseRecord>(kvs, etcd.log);
 }
 
 /**

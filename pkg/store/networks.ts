@@ -2,12 +2,13 @@
 // so VNI/CIDR uniqueness checks see every other write.
 import { prefixEnd } from "./keys.js";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, del, modIs, put } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, decodeValid, del, modIs, put } from "./etcd.js";
+import { leaderFence, stillLeader } from "./leader.js";
 import type { NetworkSpec } from "./types.js";
 
 export async function listNetworks(etcd: EtcdKv): Promise<NetworkSpec[]> {
   const { kvs } = await etcd.rangePrefix(etcd.keys.networks(), "list_networks");
-  return kvs.map((kv) => decode<NetworkSpec>(kv));
+  return decodeValid<NetworkSpec>(kvs, etcd.log);
 }
 
 export async function getNetwork(etcd: EtcdKv, name: string): Promise<NetworkSpec | undefined> {
@@ -24,6 +25,7 @@ export async function saveNetwork(
   etcd: EtcdKv,
   spec: NetworkSpec,
   check: (spec: NetworkSpec, others: NetworkSpec[], existing: NetworkSpec | undefined) => void,
+  opts: { asLeader?: string } = {},
 ): Promise<void> {
   const guard = etcd.keys.networksGuard();
   for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
@@ -31,20 +33,21 @@ export async function saveNetwork(
       etcd.rangePrefix(etcd.keys.networks(), "list_networks"),
       etcd.getKv(guard, "get_guard"),
     ]);
-    const all = kvs.map((kv) => decode<NetworkSpec>(kv));
+    const all = decodeValid<NetworkSpec>(kvs, etcd.log);
     const existing = all.find((n) => n.name === spec.name);
     check(spec, all.filter((n) => n.name !== spec.name), existing);
     const res = await etcd.txn(
       "save_network",
-      [guardKv ? modIs(guard, Number(guardKv.mod_revision)) : absent(guard)],
+      [guardKv ? modIs(guard, Number(guardKv.mod_revision)) : absent(guard), ...leaderFence(etcd, opts.asLeader)],
       [put(etcd.keys.network(spec.name), spec), put(guard, { by: "saveNetwork", network: spec.name })],
     );
     if (res.succeeded) return;
+    await stillLeader(etcd, opts.asLeader);
   }
   throw new ConflictError(`network ${spec.name}: too many concurrent network changes, try again`);
 }
 
-export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: boolean } = {}): Promise<boolean> {
+export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: boolean; asLeader?: string } = {}): Promise<boolean> {
   const guard = etcd.keys.networksGuard();
   for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
     const [netKv, guardKv, leases] = await Promise.all([
@@ -58,7 +61,7 @@ export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: 
     }
     const res = await etcd.txn(
       "delete_network",
-      [modIs(etcd.keys.network(name), Number(netKv.mod_revision)), guardKv ? modIs(guard, Number(guardKv.mod_revision)) : absent(guard)],
+      [modIs(etcd.keys.network(name), Number(netKv.mod_revision)), guardKv ? modIs(guard, Number(guardKv.mod_revision)) : absent(guard), ...leaderFence(etcd, opts.asLeader)],
       [
         del(etcd.keys.network(name)),
         { request_delete_range: { key: Buffer.from(etcd.keys.leases(name)), range_end: prefixEnd(etcd.keys.leases(name)) } },
@@ -66,6 +69,7 @@ export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: 
       ],
     );
     if (res.succeeded) return true;
+    await stillLeader(etcd, opts.asLeader);
   }
   throw new ConflictError(`network ${name}: too many concurrent changes, try again`);
 }

@@ -1,7 +1,8 @@
 // nodes/<name>: what each node's agent registered, bound to the node's etcd lease.
 import type { ICompare, IRequestOp } from "etcd3";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, del, modIs, put, versioned, type Versioned } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, decodeOrUndefined, decodeValid, del, modIs, put, versioned, type Versioned } from "./etcd.js";
+import { leaderFence, stillLeader } from "./leader.js";
 import type { LeaseRecord, NodeRecord } from "./types.js";
 
 export interface NodeRegistration {
@@ -15,7 +16,7 @@ export interface NodeRegistration {
 
 export async function listNodes(etcd: EtcdKv): Promise<NodeRecord[]> {
   const { kvs } = await etcd.rangePrefix(etcd.keys.nodes(), "list_nodes");
-  return kvs.map((kv) => decode<NodeRecord>(kv));
+  return decodeValid<NodeRecord>(kvs, etcd.log);
 }
 
 export async function getNode(etcd: EtcdKv, name: string): Promise<Versioned<NodeRecord> | undefined> {
@@ -24,15 +25,16 @@ export async function getNode(etcd: EtcdKv, name: string): Promise<Versioned<Nod
 }
 
 /** Deletes the node record and all its leases in one transaction, then revokes its etcd lease. */
-export async function removeNode(etcd: EtcdKv, name: string): Promise<boolean> {
+export async function removeNode(etcd: EtcdKv, name: string, opts: { asLeader?: string } = {}): Promise<boolean> {
   const nodeKey = etcd.keys.node(name);
   for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
     const [nodeKv, leases] = await Promise.all([etcd.getKv(nodeKey, "get_node"), etcd.rangePrefix(etcd.keys.leases(), "list_leases")]);
-    const own = leases.kvs.filter((kv) => decode<LeaseRecord>(kv).node === name);
+    const own = leases.kvs.filter((kv) => decodeOrUndefined<LeaseRecord>(kv)?.node === name);
     if (!nodeKv && own.length === 0) return false;
     const compare = [
       nodeKv ? modIs(nodeKey, Number(nodeKv.mod_revision)) : absent(nodeKey),
       ...own.map((kv) => modIs(kv.key.toString(), Number(kv.mod_revision))),
+      ...leaderFence(etcd, opts.asLeader),
     ];
     const res = await etcd.txn("remove_node", compare, [del(nodeKey), ...own.map((kv) => del(kv.key.toString()))]);
     if (res.succeeded) {
@@ -40,6 +42,7 @@ export async function removeNode(etcd: EtcdKv, name: string): Promise<boolean> {
       if (lease !== "0") await etcd.revokeLease(lease).catch(() => undefined);
       return true;
     }
+    await stillLeader(etcd, opts.asLeader);
   }
   throw new ConflictError(`node ${name}: too many concurrent changes, try again`);
 }
@@ -68,7 +71,8 @@ export async function registerNode(etcd: EtcdKv, reg: NodeRegistration, ttlSecon
   const nodeKey = etcd.keys.node(reg.name);
   for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
     const kv = await etcd.getKv(nodeKey, "get_node");
-    const old = kv ? decode<NodeRecord>(kv) : undefined;
+    // A value that does not decode is replaced by this registration (the compare on its revision keeps that safe).
+    const old = kv ? decodeOrUndefined<NodeRecord>(kv) : undefined;
     let leaseId = kv ? String(kv.lease ?? "0") : "0";
     if (leaseId !== "0" && (await etcd.keepAlive(leaseId)) <= 0) leaseId = "0";
     if (leaseId === "0") leaseId = await etcd.grantLease(ttlSeconds);
@@ -92,7 +96,7 @@ export async function registerNode(etcd: EtcdKv, reg: NodeRegistration, ttlSecon
       Object.entries(record.subnets).map(async ([net, subnet]) => ({ net, subnet, kv: await etcd.getKv(etcd.keys.lease(net, subnet), "get_lease") })),
     );
     for (const { net, subnet, kv: lkv } of leaseKvs) {
-      const lease = lkv ? decode<LeaseRecord>(lkv) : undefined;
+      const lease = lkv ? decodeOrUndefined<LeaseRecord>(lkv) : undefined;
       if (!lkv || !lease || lease.node !== reg.name) {
         delete record.subnets[net];
         continue;

@@ -48,10 +48,11 @@ export class Store {
   getNetwork(name: string): Promise<NetworkSpec | undefined> {
     return networks.getNetwork(this.etcd, name);
   }
-  saveNetwork(spec: NetworkSpec, check: (spec: NetworkSpec, others: NetworkSpec[], existing: NetworkSpec | undefined) => void): Promise<void> {
-    return networks.saveNetwork(this.etcd, spec, check);
+  /** `asLeader`: commit only while the leader key carries this lease (else NotLeaderError). */
+  saveNetwork(spec: NetworkSpec, check: (spec: NetworkSpec, others: NetworkSpec[], existing: NetworkSpec | undefined) => void, opts: { asLeader?: string } = {}): Promise<void> {
+    return networks.saveNetwork(this.etcd, spec, check, opts);
   }
-  deleteNetwork(name: string, opts: { force?: boolean } = {}): Promise<boolean> {
+  deleteNetwork(name: string, opts: { force?: boolean; asLeader?: string } = {}): Promise<boolean> {
     return networks.deleteNetwork(this.etcd, name, opts);
   }
 
@@ -62,8 +63,8 @@ export class Store {
   getNode(name: string): Promise<Versioned<NodeRecord> | undefined> {
     return nodes.getNode(this.etcd, name);
   }
-  removeNode(name: string): Promise<boolean> {
-    return nodes.removeNode(this.etcd, name);
+  removeNode(name: string, opts: { asLeader?: string } = {}): Promise<boolean> {
+    return nodes.removeNode(this.etcd, name, opts);
   }
   markNodeApplied(name: string): Promise<void> {
     return nodes.markNodeApplied(this.etcd, name);

@@ -1,17 +1,25 @@
 // The whole prefix at one revision, and a watch that continues from it.
-import { EtcdKv, versioned, type Versioned } from "./etcd.js";
-import type { ParsedKey } from "./keys.js";
+// Every value is decoded by its key's schema (records.ts): one that does not
+// decode is reported (snapshot.invalid, an "invalid" event) instead of reaching the view.
+import type { IKeyValue } from "etcd3";
+import { EtcdKv, type Versioned } from "./etcd.js";
+import { decodeRecord, type InvalidRecord, type RecordEvent } from "./records.js";
 import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
-export type StoreEvent =
-  | { type: "put"; key: ParsedKey; value: unknown; lease: string; modRevision: number }
-  | { type: "delete"; key: ParsedKey; modRevision: number };
+/** A watch event: decoded put, delete, or a value that does not decode; each carries its key's mod revision. */
+export type StoreEvent = RecordEvent;
 
 export interface Snapshot {
   revision: number;
   networks: Versioned<NetworkSpec>[];
   nodes: Versioned<NodeRecord>[];
   leases: Versioned<LeaseRecord>[];
+  /** Values under networks/, nodes/ or leases/ that did not decode, left out of the lists above. */
+  invalid: InvalidRecord[];
+}
+
+function meta(kv: IKeyValue) {
+  return { modRevision: Number(kv.mod_revision), createRevision: Number(kv.create_revision), lease: String(kv.lease ?? "0") };
 }
 
 export interface StoreWatch {
@@ -21,12 +29,15 @@ export interface StoreWatch {
 /** Everything under the prefix at one revision. */
 export async function snapshot(etcd: EtcdKv): Promise<Snapshot> {
   const { kvs, revision } = await etcd.rangePrefix(etcd.keys.prefix, "snapshot");
-  const snap: Snapshot = { revision, networks: [], nodes: [], leases: [] };
+  const snap: Snapshot = { revision, networks: [], nodes: [], leases: [], invalid: [] };
   for (const kv of kvs) {
-    const k = etcd.keys.parse(kv.key.toString());
-    if (k.kind === "network") snap.networks.push(versioned<NetworkSpec>(kv));
-    else if (k.kind === "node") snap.nodes.push(versioned<NodeRecord>(kv));
-    else if (k.kind === "lease") snap.leases.push(versioned<LeaseRecord>(kv));
+    const key = kv.key.toString();
+    const res = decodeRecord(etcd.keys.parse(key), kv.value);
+    if (!res) continue;
+    if (!res.ok) snap.invalid.push({ key, kind: res.kind, error: res.error, modRevision: Number(kv.mod_revision) });
+    else if (res.kind === "network") snap.networks.push({ value: res.value, ...meta(kv) });
+    else if (res.kind === "node") snap.nodes.push({ value: res.value, ...meta(kv) });
+    else snap.leases.push({ value: res.value, ...meta(kv) });
   }
   return snap;
 }
@@ -47,19 +58,23 @@ export async function watch(
   const watcher = await etcd.client.watch().prefix(etcd.keys.prefix).startRevision(String(fromRevision)).create();
   let lost = false;
   watcher.on("data", (res) => {
-    if (res.events.length === 0) return;
-    const events: StoreEvent[] = res.events.map((ev) => {
-      const key = etcd.keys.parse(ev.kv.key.toString());
+    // After close() or a loss, a response still in flight must not reach the caller (it re-lists instead).
+    if (lost || res.events.length === 0) return;
+    const events: StoreEvent[] = [];
+    for (const ev of res.events) {
+      const rawKey = ev.kv.key.toString();
+      const key = etcd.keys.parse(rawKey);
+      if (key.kind === "other") continue;
       const modRevision = Number(ev.kv.mod_revision);
-      if (ev.type === "Delete") return { type: "delete", key, modRevision };
-      let value: unknown;
-      try {
-        value = JSON.parse(ev.kv.value.toString());
-      } catch {
-        value = undefined;
+      if (ev.type === "Delete") {
+        events.push({ type: "delete", key, modRevision });
+        continue;
       }
-      return { type: "put", key, value, lease: String(ev.kv.lease ?? "0"), modRevision };
-    });
+      const rec = decodeRecord(key, ev.kv.value);
+      if (!rec) continue;
+      if (rec.ok) events.push({ type: "put", key, record: rec, lease: String(ev.kv.lease ?? "0"), modRevision });
+      else events.push({ type: "invalid", key, rawKey, kind: rec.kind, error: rec.error, modRevision });
+    }
     onEvents(events, Number(res.header.revision));
   });
   watcher.on("error", (err) => {
