@@ -22,6 +22,7 @@ interface Flags extends EtcdFlags {
   leaderTtl: number;
   gcInterval: number;
   healthEtcdTimeout: number;
+  identity?: string;
 }
 
 const program = new Command("weft-controller")
@@ -40,6 +41,7 @@ program
   .addOption(envOption("--leader-ttl <duration>", "TTL of the leader key: a dead or paused leader is replaced after about this long", 10_000, "10s").argParser(parseDuration))
   .addOption(envOption("--gc-interval <duration>", "how often the leader garbage-collects orphaned leases", 60_000, "1m").argParser(parseDuration))
   .addOption(envOption("--health-etcd-timeout <duration>", "/healthz fails once etcd has not answered for this long", 30_000, "30s").argParser(parseDuration))
+  .addOption(envOption("--identity <name>", "name of this replica in logs and in the leader key (default: hostname-pid)"))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
@@ -76,6 +78,7 @@ await runMain(async () => {
     leaderTtlSeconds: Math.round(f.leaderTtl / 1000),
     gcIntervalMs: f.gcInterval,
     healthEtcdTimeoutMs: f.healthEtcdTimeout,
+    identity: f.identity,
     log,
   });
   await new Promise<void>((resolve) => {

@@ -108,9 +108,10 @@ export class EtcdProcess {
     await stopChild(this.child, this.exited, signal, 5000);
   }
 
-  /** Starts etcd again on the same ports and data dir. */
-  async restart(): Promise<void> {
-    await this.kill();
+  /** Starts etcd again on the same ports and data dir, after `downMs` without it (an outage). */
+  async restart(downMs = 0, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    await this.kill(signal);
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
     await this.startProcess();
   }
 

@@ -75,7 +75,12 @@ export async function watch(
       if (rec.ok) events.push({ type: "put", key, record: rec, lease: String(ev.kv.lease ?? "0"), modRevision });
       else events.push({ type: "invalid", key, rawKey, kind: rec.kind, error: rec.error, modRevision });
     }
-    onEvents(events, Number(res.header.revision));
+    try {
+      onEvents(events, Number(res.header.revision));
+    } catch (err) {
+      // etcd3 rethrows a listener's error outside any handler, which would end the process.
+      etcd.log?.error({ err: String(err) }, "watch event handler failed");
+    }
   });
   watcher.on("error", (err) => {
     // etcd3 drops a watcher after an error (e.g. compaction); without this listener it would crash the process.
@@ -86,8 +91,13 @@ export async function watch(
   });
   return {
     close: async () => {
+      const dropped = lost;
       lost = true;
-      await watcher.cancel().catch(() => undefined);
+      // etcd3 has already dropped a watcher that failed; cancelling it would wait for an answer that never comes.
+      if (dropped) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([watcher.cancel().catch(() => undefined), new Promise((r) => (timer = setTimeout(r, 2_000)))]);
+      clearTimeout(timer);
     },
   };
 }
