@@ -170,9 +170,11 @@ describe("fault suite (real etcd, weft-controller processes, reconnecting agents
     for (let i = 0; i < kills; i++) {
       // New nodes join in every round, so each kill can land in the middle of registrations and allocations.
       as.push(...startAgents(c.address, perRound, ["blue", "green"], 1 + i * perRound));
+      const roundStart = Date.now();
       c.start();
-      await waitFor("controller to listen", () => c.ready(), 30_000, 20).catch(() => undefined);
-      await sleep(Math.random() * 400);
+      // Kill while joins are being handled: after the first subnet of this round is leased, at a random moment.
+      await waitFor("a join to be under way", () => c.logged("subnet leased", roundStart).length > 0, 20_000, 10).catch(() => undefined);
+      await sleep(Math.random() * 300);
       await c.kill("SIGKILL");
       const inv = await invariants(store);
       leasesAtKills.push(inv.leases);
@@ -194,7 +196,7 @@ describe("fault suite (real etcd, weft-controller processes, reconnecting agents
     }
     const mid = leasesAtKills.filter((n, i) => n < 2 * perRound * (i + 1)).length;
     row(
-      `controller SIGKILLed ${kills} times at random moments (0-400 ms after ready) while ${perRound} more agents join 2 networks each round`,
+      `controller SIGKILLed ${kills} times at random moments during joins (0-300 ms after the round's first lease) while ${perRound} more agents join 2 networks each round`,
       "no duplicate subnet, no orphan lease, no node without its underlay IP at any moment; the next controller finishes the job",
       `checked after each kill: 0 / 0 / 0; ${mid} of ${kills} kills left allocations unfinished (leases per kill: ${leasesAtKills.join(", ")}); finally ${2 * total} leases, all ${total} agents converged, node records carry the declared IP and MACs`,
     );
