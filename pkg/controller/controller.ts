@@ -196,8 +196,9 @@ function lenientService(): grpc.ServiceDefinition {
           return { msg: undefined, malformed: (err as Error).message };
         }
       },
-      // One delta object is often shared by hundreds of streams (see Sessions.broadcast): encode it once.
-      responseSerialize: (value: ConfigUpdate) => {
+      // The distributor writes updates already encoded (assembled from pieces encoded once).
+      responseSerialize: (value: ConfigUpdate | Buffer) => {
+        if (Buffer.isBuffer(value)) return value;
         let bytes = encoded.get(value);
         if (!bytes) {
           bytes = Buffer.from(ConfigUpdate.encode(value).finish());

@@ -103,7 +103,7 @@ export async function collectGarbage(store: Store, leaderLease: string, log: Log
     if (why) victims.push({ key, modRevision: l.modRevision, why });
   }
   if (victims.length === 0) return 0;
-  const ok = await store.deleteAsLeader(leaderLease, victims);
-  if (ok) for (const v of victims) log.info({ key: v.key, reason: v.why }, "garbage-collected lease");
-  return ok ? victims.length : 0;
+  const deleted = new Set(await store.deleteAsLeader(leaderLease, victims));
+  for (const v of victims) if (deleted.has(v.key)) log.info({ key: v.key, reason: v.why }, "garbage-collected lease");
+  return deleted.size;
 }

@@ -2,7 +2,7 @@
 // so VNI/CIDR uniqueness checks see every other write.
 import { prefixEnd } from "./keys.js";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, del, modIs, put } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, absent, casBackoff, decode, del, modIs, put } from "./etcd.js";
 import type { NetworkSpec } from "./types.js";
 
 export async function listNetworks(etcd: EtcdKv): Promise<NetworkSpec[]> {
@@ -26,7 +26,8 @@ export async function saveNetwork(
   check: (spec: NetworkSpec, others: NetworkSpec[], existing: NetworkSpec | undefined) => void,
 ): Promise<void> {
   const guard = etcd.keys.networksGuard();
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+  const backoff = casBackoff();
+  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++, await backoff.wait()) {
     const [{ kvs }, guardKv] = await Promise.all([
       etcd.rangePrefix(etcd.keys.networks(), "list_networks"),
       etcd.getKv(guard, "get_guard"),
@@ -46,7 +47,8 @@ export async function saveNetwork(
 
 export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: boolean } = {}): Promise<boolean> {
   const guard = etcd.keys.networksGuard();
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+  const backoff = casBackoff();
+  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++, await backoff.wait()) {
     const [netKv, guardKv, leases] = await Promise.all([
       etcd.getKv(etcd.keys.network(name), "get_network"),
       etcd.getKv(guard, "get_guard"),
