@@ -44,6 +44,8 @@ export interface ControllerOptions {
   kubeResyncMs?: number;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
+  /** An agent stream further behind than this many bytes gets a fresh snapshot instead of the backlog. */
+  streamLagBytes?: number;
 }
 
 export interface RunningController {
@@ -109,7 +111,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   };
 
   const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes } });
 
   // Ready only once agents can actually connect: the gRPC port is bound, the view loaded.
   let serving = false;

@@ -94,6 +94,13 @@ export class Distributor {
     return n;
   }
 
+  /** The most bytes any one stream has written and not yet had taken by the transport. */
+  get maxBufferedBytes(): number {
+    let n = 0;
+    for (const r of this.readers.values()) n = Math.max(n, r.inflight);
+    return n;
+  }
+
   /** Bytes held by the change logs of all networks. */
   get logBytes(): number {
     let n = 0;
@@ -173,11 +180,13 @@ export class Distributor {
   }
 
   private serve(r: Reader): void {
-    if (r.blocked || r.inflight > this.writeAhead) return;
+    // Checked even while the stream is not writable: that is when a backlog builds up.
     if (!r.needSnapshot && this.tooFarBehind(r)) {
       r.needSnapshot = true;
+      r.sent.clear(); // its cursors are abandoned: the snapshot replaces everything
       this.opts.stats?.lagResyncs?.();
     }
+    if (r.blocked || r.inflight > this.writeAhead) return;
     if (r.needSnapshot) {
       // Only into a drained stream: a stalled agent holds at most what it had in flight, never a backlog plus a snapshot.
       if (r.inflight > 0) return;
@@ -201,7 +210,8 @@ export class Distributor {
 
   /** True when the backlog after the stream's cursors (plus what it has not flushed) passes the bound. */
   private tooFarBehind(r: Reader): boolean {
-    let lag = r.inflight;
+    // A snapshot still being flushed is the base the backlog applies to, not lag.
+    let lag = r.inflight - r.snapshotInflight;
     for (const [name, s] of r.sent) {
       if (!s.hasSubnet) continue;
       const f = this.feeds.get(name);

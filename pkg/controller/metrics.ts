@@ -9,11 +9,12 @@ export type ControllerMetrics = ReturnType<typeof controllerMetrics>;
 export interface StreamSources {
   lag: () => Iterable<[string, number]>;
   buffered: () => number;
+  bufferedMax: () => number;
   logBytes: () => number;
 }
 
 export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false) {
-  const sources: StreamSources = { lag: () => [], buffered: () => 0, logBytes: () => 0 };
+  const sources: StreamSources = { lag: () => [], buffered: () => 0, bufferedMax: () => 0, logBytes: () => 0 };
   const perNetwork = (name: string, help: string, value: (net: string) => number) =>
     new prom.Gauge({
       name,
@@ -87,6 +88,14 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
       registers: [registry],
       collect() {
         this.set(sources.buffered());
+      },
+    }),
+    streamBufferedBytesMax: new prom.Gauge({
+      name: "weft_controller_stream_buffered_bytes_max",
+      help: "The most bytes any one agent stream has written and not yet had taken by the transport (a stalled agent stays below the lag bound).",
+      registers: [registry],
+      collect() {
+        this.set(sources.bufferedMax());
       },
     }),
     changeLogBytes: new prom.Gauge({

@@ -36,6 +36,7 @@ export class Sessions {
     this.deps = { ...opts, distributor: this.distributor, applied: new AppliedMarks(opts.store, opts.log) };
     metrics.sources.lag = () => this.lags();
     metrics.sources.buffered = () => this.distributor.bufferedBytes;
+    metrics.sources.bufferedMax = () => this.distributor.maxBufferedBytes;
     metrics.sources.logBytes = () => this.distributor.logBytes;
   }
 
