@@ -49,6 +49,8 @@ export interface ControllerOptions {
   healthEtcdTimeoutMs?: number;
   /** /healthz fails while the event loop is this late (default 5 s). */
   healthStallMs?: number;
+  /** An agent stream further behind than this many bytes gets a fresh snapshot instead of the backlog. */
+  streamLagBytes?: number;
 }
 
 export interface RunningController {
@@ -124,7 +126,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     onRestart: () => metrics.watchRestarts.inc(),
     onInvalid: (kind) => metrics.invalidRecords.inc({ kind }),
   });
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes } });
 
   const health = new Health({
     probe: () => store.client.maintenance.status(),
@@ -229,8 +231,9 @@ function lenientService(): grpc.ServiceDefinition {
           return { msg: undefined, malformed: (err as Error).message };
         }
       },
-      // One delta object is often shared by hundreds of streams (see Sessions.broadcast): encode it once.
-      responseSerialize: (value: ConfigUpdate) => {
+      // The distributor writes updates already encoded (assembled from pieces encoded once).
+      responseSerialize: (value: ConfigUpdate | Buffer) => {
+        if (Buffer.isBuffer(value)) return value;
         let bytes = encoded.get(value);
         if (!bytes) {
           bytes = Buffer.from(ConfigUpdate.encode(value).finish());

@@ -119,7 +119,8 @@ export class Leadership {
  * decode is left alone: the record is there, only unreadable, and deleting
  * what depends on it would turn one bad value into lost subnets.
  */
-export async function collectGarbage(store: Store, leaderLease: () => string, log: Logger): Promise<number> {
+export async function collectGarbage(store: Store, lease: string | (() => string), log: Logger): Promise<number> {
+  const leaderLease = typeof lease === "string" ? () => lease : lease;
   if (leaderLease() === "0") return 0;
   const snap = await store.snapshot();
   const unreadable = new Set(snap.invalid.map((r) => r.key));
@@ -140,9 +141,9 @@ export async function collectGarbage(store: Store, leaderLease: () => string, lo
     if (why) victims.push({ key, modRevision: l.modRevision, why });
   }
   if (victims.length === 0) return 0;
-  const lease = leaderLease();
-  if (lease === "0") return 0;
-  const ok = await store.deleteAsLeader(lease, victims);
-  if (ok) for (const v of victims) log.info({ key: v.key, reason: v.why }, "garbage-collected lease");
-  return ok ? victims.length : 0;
+  const current = leaderLease();
+  if (current === "0") return 0;
+  const deleted = new Set(await store.deleteAsLeader(current, victims));
+  for (const v of victims) if (deleted.has(v.key)) log.info({ key: v.key, reason: v.why }, "garbage-collected lease");
+  return deleted.size;
 }

@@ -6,7 +6,15 @@ import type { Model } from "./model.js";
 export type ControllerMetrics = ReturnType<typeof controllerMetrics>;
 
 /** weft_controller_* metrics. Gauges about leases and pools are read from the model at scrape time. */
+export interface StreamSources {
+  lag: () => Iterable<[string, number]>;
+  buffered: () => number;
+  bufferedMax: () => number;
+  logBytes: () => number;
+}
+
 export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false, leading: () => boolean = () => false) {
+  const sources: StreamSources = { lag: () => [], buffered: () => 0, bufferedMax: () => 0, logBytes: () => 0 };
   const perNetwork = (name: string, help: string, value: (net: string) => number) =>
     new prom.Gauge({
       name,
@@ -59,16 +67,54 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
     }),
     pushLatency: new prom.Histogram({
       name: "weft_controller_config_push_seconds",
-      help: "Time from sending a config update to an agent until it acknowledged applying it.",
+      help: "Time from sending a config update to an agent until it acknowledged applying it (one sample per ack: the oldest update it covers).",
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    // Read from the sessions at scrape time, so an ack costs no label lookup.
     nodeLag: new prom.Gauge({
       name: "weft_controller_node_applied_revision_lag",
       help: "Per node: etcd revisions sent to the agent but not yet acknowledged as applied.",
       labelNames: ["node"],
       registers: [registry],
+      collect() {
+        this.reset();
+        for (const [node, lag] of sources.lag()) this.set({ node }, lag);
+      },
     }),
+    streamBufferedBytes: new prom.Gauge({
+      name: "weft_controller_stream_buffered_bytes",
+      help: "Bytes written to agent streams and not yet taken by the transport, over all streams (bounded per stream).",
+      registers: [registry],
+      collect() {
+        this.set(sources.buffered());
+      },
+    }),
+    streamBufferedBytesMax: new prom.Gauge({
+      name: "weft_controller_stream_buffered_bytes_max",
+      help: "The most bytes any one agent stream has written and not yet had taken by the transport (a stalled agent stays below the lag bound).",
+      registers: [registry],
+      collect() {
+        this.set(sources.bufferedMax());
+      },
+    }),
+    changeLogBytes: new prom.Gauge({
+      name: "weft_controller_change_log_bytes",
+      help: "Bytes held by the per-network change logs that agent streams read from.",
+      registers: [registry],
+      collect() {
+        this.set(sources.logBytes());
+      },
+    }),
+    streamResyncs: new prom.Counter({
+      name: "weft_controller_stream_resyncs_total",
+      help: "Agent streams switched to a fresh snapshot because they fell further behind than the byte bound.",
+      registers: [registry],
+    }),
+    updatesSent: new prom.Counter({ name: "weft_controller_updates_sent_total", help: "Config updates written to agent streams, by kind (snapshot, delta).", labelNames: ["kind"], registers: [registry] }),
+    updateBytes: new prom.Counter({ name: "weft_controller_update_bytes_total", help: "Bytes of config updates written to agent streams.", registers: [registry] }),
+    /** Set by the sessions: where the scrape-time gauges read from. */
+    sources,
     joins: new prom.Counter({ name: "weft_controller_joins_total", help: "Join streams accepted, and refused by reason.", labelNames: ["result"], registers: [registry] }),
     isLeader: new prom.Gauge({
       name: "weft_controller_is_leader",

@@ -6,6 +6,7 @@ import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, ret
 import { Etcd3, isRecoverableError, type IKeyValue, type IRequestOp, type ICompare, type IResponseOp } from "etcd3";
 import type { Logger } from "../log/index.js";
 import { prom, type Registry } from "../metrics/index.js";
+import { Backoff, sleep } from "../retry/index.js";
 import { Keys, prefixEnd, segmentSubnet, type ParsedKey } from "./keys.js";
 import { InvalidRecordError } from "./errors.js";
 import { decodeRecord } from "./records.js";
@@ -32,6 +33,21 @@ export interface Versioned<T> {
 }
 
 export const MAX_CAS_ATTEMPTS = 64;
+
+/** Keys per page of a range read: 256 node records with 1 KB of labels stay far below grpc-js' 4 MiB receive limit. */
+export const RANGE_PAGE_SIZE = 256;
+
+/** Ops per transaction when a job writes many keys: well under etcd's default --max-txn-ops of 128. */
+export const TXN_CHUNK = 64;
+
+/**
+ * Jittered backoff between compare-and-swap attempts: replicas that lost a
+ * race spread out instead of colliding again at once.
+ */
+export function casBackoff(): { wait(): Promise<void> } {
+  const b = new Backoff(2, 250);
+  return { wait: () => sleep(b.next()) };
+}
 
 export function encode(v: unknown): Buffer {
   return Buffer.from(JSON.stringify(v));
@@ -159,9 +175,28 @@ export class EtcdKv {
     }
   }
 
+  /**
+   * Everything under `prefix` at one revision, read in pages of
+   * RANGE_PAGE_SIZE keys (one unpaged read would cross grpc-js' 4 MiB receive
+   * limit at a few thousand nodes). Every page after the first is read at the
+   * first page's revision, so the result is one consistent cut.
+   */
   async rangePrefix(prefix: string, name: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
-    const res = await this.op(name, () => this.client.kv.range({ key: Buffer.from(prefix), range_end: prefixEnd(prefix) }));
-    return { kvs: res.kvs, revision: Number(res.header.revision) };
+    const end = prefixEnd(prefix);
+    const kvs: IKeyValue[] = [];
+    let from = Buffer.from(prefix);
+    let revision = 0;
+    for (;;) {
+      const res = await this.op(name, () =>
+        this.client.kv.range({ key: from, range_end: end, limit: RANGE_PAGE_SIZE, ...(revision ? { revision: String(revision) } : {}) }),
+      );
+      if (!revision) revision = Number(res.header.revision);
+      for (const kv of res.kvs) kvs.push(kv);
+      if (!res.more || res.kvs.length === 0) break;
+      // The next page starts just after the last key read.
+      from = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
+    }
+    return { kvs, revision };
   }
 
   async getKv(key: string, name: string): Promise<IKeyValue | undefined> {

@@ -4,7 +4,7 @@ export { Keys, DEFAULT_PREFIX, subnetSegment, segmentSubnet, type ParsedKey } fr
 export { Store } from "./store.js";
 export { PoolExhaustedError, NodeGoneError, ConflictError, InvalidRecordError, NotLeaderError } from "./errors.js";
 export type { StoreOptions, Versioned } from "./etcd.js";
-export type { NodeRegistration } from "./nodes.js";
+export type { NodeRegistration, NodeState, NodeWrite, CommitResult } from "./nodes.js";
 export type { StoreEvent, Snapshot, StoreWatch } from "./watch.js";
 export { loadEtcdTls, type EtcdTls, type EtcdTlsFiles } from "./tls.js";
 export { etcdFlagOptions, etcdConnection, type EtcdFlags } from "./flags.js";

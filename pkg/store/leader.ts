@@ -1,6 +1,6 @@
 // meta/leader: the elected replica's key, and writes fenced by holding it.
 import type { ICompare } from "etcd3";
-import { EtcdKv, absent, del, firstKv, get, leaseIs, modIs, put } from "./etcd.js";
+import { EtcdKv, TXN_CHUNK, absent, del, firstKv, get, leaseIs, modIs, put } from "./etcd.js";
 import { NotLeaderError } from "./errors.js";
 
 /** The compare that makes a write leader-only: the leader key carries `lease` (none when `lease` is undefined). */
@@ -30,16 +30,29 @@ export async function resign(etcd: EtcdKv, leaseId: string): Promise<void> {
 }
 
 /**
- * Deletes, in one transaction that only commits while this replica still
- * holds the leader key, the given keys if unchanged since `modRevision`.
- * Returns false when leadership was lost or a key moved.
+ * Deletes the given keys, each only if unchanged since `modRevision`, in
+ * transactions of TXN_CHUNK keys (etcd refuses more than --max-txn-ops, 128
+ * by default) that each commit only while this replica still holds the
+ * leader key. Returns the keys deleted; stops at the first chunk refused
+ * because leadership was lost. A chunk refused because a key moved is
+ * retried key by key, so one moved key does not keep the others alive.
  */
-export async function deleteAsLeader(etcd: EtcdKv, leaseId: string, victims: { key: string; modRevision: number }[]): Promise<boolean> {
-  if (victims.length === 0) return true;
-  const res = await etcd.txn(
-    "gc_delete",
-    [leaseIs(etcd.keys.leader(), leaseId), ...victims.map((v) => modIs(v.key, v.modRevision))],
-    victims.map((v) => del(v.key)),
-  );
-  return res.succeeded;
+export async function deleteAsLeader(etcd: EtcdKv, leaseId: string, victims: { key: string; modRevision: number }[]): Promise<string[]> {
+  const deleted: string[] = [];
+  const leader = etcd.keys.leader();
+  for (let i = 0; i < victims.length; i += TXN_CHUNK) {
+    const chunk = victims.slice(i, i + TXN_CHUNK);
+    const res = await etcd.txn("gc_delete", [leaseIs(leader, leaseId), ...chunk.map((v) => modIs(v.key, v.modRevision))], chunk.map((v) => del(v.key)), [get(leader)]);
+    if (res.succeeded) {
+      deleted.push(...chunk.map((v) => v.key));
+      continue;
+    }
+    const holder = firstKv(res.responses[0]);
+    if (!holder || String(holder.lease) !== leaseId) return deleted; // deposed: stop the pass
+    for (const v of chunk) {
+      const one = await etcd.txn("gc_delete", [leaseIs(leader, leaseId), modIs(v.key, v.modRevision)], [del(v.key)]);
+      if (one.succeeded) deleted.push(v.key);
+    }
+  }
+  return deleted;
 }

@@ -2,7 +2,7 @@
 // so VNI/CIDR uniqueness checks see every other write.
 import { prefixEnd } from "./keys.js";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, decodeValid, del, modIs, put } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, absent, casBackoff, decode, decodeValid, del, modIs, put } from "./etcd.js";
 import { leaderFence, stillLeader } from "./leader.js";
 import type { NetworkSpec } from "./types.js";
 
@@ -28,7 +28,8 @@ export async function saveNetwork(
   opts: { asLeader?: string } = {},
 ): Promise<void> {
   const guard = etcd.keys.networksGuard();
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+  const backoff = casBackoff();
+  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++, await backoff.wait()) {
     const [{ kvs }, guardKv] = await Promise.all([
       etcd.rangePrefix(etcd.keys.networks(), "list_networks"),
       etcd.getKv(guard, "get_guard"),
@@ -49,7 +50,8 @@ export async function saveNetwork(
 
 export async function deleteNetwork(etcd: EtcdKv, name: string, opts: { force?: boolean; asLeader?: string } = {}): Promise<boolean> {
   const guard = etcd.keys.networksGuard();
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+  const backoff = casBackoff();
+  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++, await backoff.wait()) {
     const [netKv, guardKv, leases] = await Promise.all([
       etcd.getKv(etcd.keys.network(name), "get_network"),
       etcd.getKv(guard, "get_guard"),

@@ -1,7 +1,9 @@
-// nodes/<name>: what each node's agent registered, bound to the node's etcd lease.
+// nodes/<name>: what each node's agent registered, bound to the node's etcd
+// lease, and the one transaction that registers a node and claims, rewrites
+// or releases its subnet leases together.
 import type { ICompare, IRequestOp } from "etcd3";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, absent, decode, decodeOrUndefined, decodeValid, del, modIs, put, versioned, type Versioned } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, TXN_CHUNK, absent, casBackoff, decode, decodeOrUndefined, decodeValid, del, firstKv, get, modIs, put, versioned, type Versioned } from "./etcd.js";
 import { leaderFence, stillLeader } from "./leader.js";
 import type { LeaseRecord, NodeRecord } from "./types.js";
 
@@ -27,7 +29,8 @@ export async function getNode(etcd: EtcdKv, name: string): Promise<Versioned<Nod
 /** Deletes the node record and all its leases in one transaction, then revokes its etcd lease. */
 export async function removeNode(etcd: EtcdKv, name: string, opts: { asLeader?: string } = {}): Promise<boolean> {
   const nodeKey = etcd.keys.node(name);
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
+  const backoff = casBackoff();
+  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++, await backoff.wait()) {
     const [nodeKv, leases] = await Promise.all([etcd.getKv(nodeKey, "get_node"), etcd.rangePrefix(etcd.keys.leases(), "list_leases")]);
     const own = leases.kvs.filter((kv) => decodeOrUndefined<LeaseRecord>(kv)?.node === name);
     if (!nodeKv && own.length === 0) return false;
@@ -47,69 +50,114 @@ export async function removeNode(etcd: EtcdKv, name: string, opts: { asLeader?: 
   throw new ConflictError(`node ${name}: too many concurrent changes, try again`);
 }
 
-/** Records that the node's agent has applied a config (once; later calls change nothing). */
-export async function markNodeApplied(etcd: EtcdKv, name: string): Promise<void> {
-  const nodeKey = etcd.keys.node(name);
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-    const kv = await etcd.getKv(nodeKey, "get_node");
-    if (!kv) return;
-    const record = decode<NodeRecord>(kv);
-    if (record.appliedAt) return;
-    const res = await etcd.txn("mark_applied", [modIs(nodeKey, Number(kv.mod_revision))], [put(nodeKey, { ...record, appliedAt: new Date().toISOString() }, String(kv.lease ?? "0"))]);
-    if (res.succeeded) return;
+/**
+ * Records that these nodes' agents have applied a config (once per node;
+ * nodes already marked or gone are skipped). Batched: one transaction per
+ * TXN_CHUNK nodes, each comparing the record's revision; a chunk that loses a
+ * race is retried node by node.
+ */
+export async function markNodesApplied(etcd: EtcdKv, names: string[]): Promise<void> {
+  for (let i = 0; i < names.length; i += TXN_CHUNK) {
+    const chunk = names.slice(i, i + TXN_CHUNK);
+    if (await markOnce(etcd, chunk)) continue;
+    for (const n of chunk) {
+      const backoff = casBackoff();
+      let done = false;
+      for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS && !done; attempt++, await backoff.wait()) done = await markOnce(etcd, [n]);
+      if (!done) throw new ConflictError(`node ${n}: too many concurrent changes, try again`);
+    }
   }
-  throw new ConflictError(`node ${name}: too many concurrent changes, try again`);
 }
 
-/**
- * Records a node's registration. Reuses the node's etcd lease when it is
- * still alive (so its subnets stay), otherwise grants a new one. Lease
- * records of the node are rewritten only when its underlay IP or a VTEP MAC
- * changed, so peers see exactly the changes that matter.
- */
-export async function registerNode(etcd: EtcdKv, reg: NodeRegistration, ttlSeconds: number): Promise<{ record: NodeRecord; leaseId: string; revision: number }> {
-  const nodeKey = etcd.keys.node(reg.name);
-  for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-    const kv = await etcd.getKv(nodeKey, "get_node");
-    // A value that does not decode is replaced by this registration (the compare on its revision keeps that safe).
-    const old = kv ? decodeOrUndefined<NodeRecord>(kv) : undefined;
-    let leaseId = kv ? String(kv.lease ?? "0") : "0";
-    if (leaseId !== "0" && (await etcd.keepAlive(leaseId)) <= 0) leaseId = "0";
-    if (leaseId === "0") leaseId = await etcd.grantLease(ttlSeconds);
-
-    const now = new Date().toISOString();
-    const record: NodeRecord = {
-      name: reg.name,
-      underlayIP: reg.underlayIP,
-      labels: reg.labels,
-      agentVersion: reg.agentVersion,
-      uplinkMtu: reg.uplinkMtu,
-      // Keep MACs for networks the agent did not mention (it may not have created those devices yet).
-      vtepMacs: { ...(old?.vtepMacs ?? {}), ...reg.vtepMacs },
-      subnets: { ...(old?.subnets ?? {}) },
-      lastSeen: now,
-      ...(old?.appliedAt ? { appliedAt: old.appliedAt } : {}),
-    };
-    const compare: ICompare[] = [kv ? modIs(nodeKey, Number(kv.mod_revision)) : absent(nodeKey)];
-    const ops: IRequestOp[] = [put(nodeKey, record, leaseId)];
-    const leaseKvs = await Promise.all(
-      Object.entries(record.subnets).map(async ([net, subnet]) => ({ net, subnet, kv: await etcd.getKv(etcd.keys.lease(net, subnet), "get_lease") })),
-    );
-    for (const { net, subnet, kv: lkv } of leaseKvs) {
-      const lease = lkv ? decodeOrUndefined<LeaseRecord>(lkv) : undefined;
-      if (!lkv || !lease || lease.node !== reg.name) {
-        delete record.subnets[net];
-        continue;
-      }
-      const mac = record.vtepMacs[net] ?? "";
-      if (lease.vtepIP !== record.underlayIP || lease.vtepMac !== mac || String(lkv.lease) !== leaseId) {
-        const key = etcd.keys.lease(net, subnet);
-        compare.push(modIs(key, Number(lkv.mod_revision)));
-        ops.push(put(key, { ...lease, vtepIP: record.underlayIP, vtepMac: mac, renewed: now }, leaseId));
-      }
-    }
-    const res = await etcd.txn("register_node", compare, ops);
-    if (res.succeeded) return { record, leaseId, revision: Number(res.header.revision) };
+/** One transaction marking `names`; false when a record moved in between. */
+async function markOnce(etcd: EtcdKv, names: string[]): Promise<boolean> {
+  const kvs = await Promise.all(names.map((n) => etcd.getKv(etcd.keys.node(n), "get_node")));
+  const now = new Date().toISOString();
+  const compare: ICompare[] = [];
+  const ops: IRequestOp[] = [];
+  for (const kv of kvs) {
+    if (!kv) continue;
+    const record = decode<NodeRecord>(kv);
+    if (record.appliedAt) continue;
+    compare.push(modIs(kv.key.toString(), Number(kv.mod_revision)));
+    ops.push(put(kv.key.toString(), { ...record, appliedAt: now }, String(kv.lease ?? "0")));
   }
-  throw new ConflictError(`node ${reg.name}: too many concurrent registrations, try again`);
+  if (ops.length === 0) return true;
+  return (await etcd.txn("mark_applied", compare, ops)).succeeded;
+}
+
+/** A node's record and its leases, as etcd has them now. */
+export interface NodeState {
+  name: string;
+  /** Revision and etcd lease of the node key; undefined when it does not exist. */
+  node?: { modRevision: number; lease: string; record: NodeRecord };
+  /** Leases the record names that really are this node's, by network. */
+  leases: Map<string, { modRevision: number; lease: string; record: LeaseRecord }>;
+}
+
+export async function readNodeState(etcd: EtcdKv, name: string): Promise<NodeState> {
+  const kv = await etcd.getKv(etcd.keys.node(name), "get_node");
+  const state: NodeState = { name, leases: new Map() };
+  if (!kv) return state;
+  // A value that does not decode is overwritten by the registration (the compare on its revision keeps that safe).
+  const record = decodeOrUndefined<NodeRecord>(kv) ?? { name, underlayIP: "", labels: {}, agentVersion: "", uplinkMtu: 0, vtepMacs: {}, subnets: {}, lastSeen: "" };
+  state.node = { modRevision: Number(kv.mod_revision), lease: String(kv.lease ?? "0"), record };
+  const held = await Promise.all(
+    Object.entries(record.subnets ?? {}).map(async ([net, subnet]) => ({ net, kv: await etcd.getKv(etcd.keys.lease(net, subnet), "get_lease") })),
+  );
+  for (const { net, kv: lkv } of held) {
+    if (!lkv) continue;
+    const lease = decodeOrUndefined<LeaseRecord>(lkv);
+    if (lease?.node === name) state.leases.set(net, { modRevision: Number(lkv.mod_revision), lease: String(lkv.lease ?? "0"), record: lease });
+  }
+  return state;
+}
+
+/** What one registration transaction writes, decided by the caller from a NodeState. */
+export interface NodeWrite {
+  record: NodeRecord;
+  leaseId: string;
+  /** Subnets newly claimed: each lease key must be absent. */
+  claims: LeaseRecord[];
+  /** Held leases rewritten (underlay IP, MAC or etcd lease changed): each must be unchanged since the read. */
+  rewrites: LeaseRecord[];
+  /** Held leases given up. */
+  releases: LeaseRecord[];
+}
+
+export type CommitResult = { ok: true; revision: number } | { ok: false; taken: LeaseRecord[] };
+
+/**
+ * Writes a registration and its lease changes in one transaction. It commits
+ * only if the node key and every held lease are as `state` read them and every
+ * claimed subnet is free, so two replicas never hand out one subnet and one
+ * node never holds two. On failure, says which claimed subnets someone else holds.
+ */
+export async function commitNode(etcd: EtcdKv, state: NodeState, w: NodeWrite): Promise<CommitResult> {
+  const nodeKey = etcd.keys.node(state.name);
+  const compare: ICompare[] = [state.node ? modIs(nodeKey, state.node.modRevision) : absent(nodeKey)];
+  const ops: IRequestOp[] = [put(nodeKey, w.record, w.leaseId)];
+  for (const l of [...w.rewrites, ...w.releases]) {
+    const held = state.leases.get(l.network);
+    if (held) compare.push(modIs(etcd.keys.lease(l.network, held.record.subnet), held.modRevision));
+  }
+  for (const l of w.rewrites) ops.push(put(etcd.keys.lease(l.network, l.subnet), l, w.leaseId));
+  for (const l of w.releases) ops.push(del(etcd.keys.lease(l.network, l.subnet)));
+  for (const l of w.claims) {
+    const key = etcd.keys.lease(l.network, l.subnet);
+    compare.push(absent(key));
+    ops.push(put(key, l, w.leaseId));
+  }
+  const res = await etcd.txn(
+    "register_node",
+    compare,
+    ops,
+    w.claims.map((l) => get(etcd.keys.lease(l.network, l.subnet))),
+  );
+  if (res.succeeded) return { ok: true, revision: Number(res.header.revision) };
+  const taken = w.claims.filter((_, i) => {
+    const kv = firstKv(res.responses[i]);
+    return !!kv && decode<LeaseRecord>(kv).node !== state.name;
+  });
+  return { ok: false, taken };
 }

@@ -9,7 +9,7 @@ import * as leases from "./leases.js";
 import * as networks from "./networks.js";
 import * as nodes from "./nodes.js";
 import * as view from "./watch.js";
-import type { NodeRegistration } from "./nodes.js";
+import type { CommitResult, NodeState, NodeWrite } from "./nodes.js";
 import type { Snapshot, StoreEvent, StoreWatch } from "./watch.js";
 import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
@@ -66,22 +66,19 @@ export class Store {
   removeNode(name: string, opts: { asLeader?: string } = {}): Promise<boolean> {
     return nodes.removeNode(this.etcd, name, opts);
   }
-  markNodeApplied(name: string): Promise<void> {
-    return nodes.markNodeApplied(this.etcd, name);
+  markNodesApplied(names: string[]): Promise<void> {
+    return nodes.markNodesApplied(this.etcd, names);
   }
-  registerNode(reg: NodeRegistration, ttlSeconds: number): Promise<{ record: NodeRecord; leaseId: string; revision: number }> {
-    return nodes.registerNode(this.etcd, reg, ttlSeconds);
+  readNodeState(name: string): Promise<NodeState> {
+    return nodes.readNodeState(this.etcd, name);
+  }
+  commitNode(state: NodeState, write: NodeWrite): Promise<CommitResult> {
+    return nodes.commitNode(this.etcd, state, write);
   }
 
   // ---- subnet leases
   listLeases(network?: string): Promise<LeaseRecord[]> {
     return leases.listLeases(this.etcd, network);
-  }
-  allocateSubnet(args: Parameters<typeof leases.allocateSubnet>[1]): Promise<{ subnet: string; revision: number; created: boolean }> {
-    return leases.allocateSubnet(this.etcd, args);
-  }
-  releaseSubnet(node: string, network: string): Promise<void> {
-    return leases.releaseSubnet(this.etcd, node, network);
   }
 
   // ---- etcd leases
@@ -110,7 +107,7 @@ export class Store {
   resign(leaseId: string): Promise<void> {
     return leader.resign(this.etcd, leaseId);
   }
-  deleteAsLeader(leaseId: string, victims: { key: string; modRevision: number }[]): Promise<boolean> {
+  deleteAsLeader(leaseId: string, victims: { key: string; modRevision: number }[]): Promise<string[]> {
     return leader.deleteAsLeader(this.etcd, leaseId, victims);
   }
 }

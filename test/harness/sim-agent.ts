@@ -104,6 +104,16 @@ export class SimAgent {
     this.desired.revision = Math.max(this.desired.revision, u.revision);
   }
 
+  /** Stops reading the stream (the transport's flow control then stalls the controller's writes). */
+  stall(): void {
+    this.call?.pause();
+  }
+
+  /** Reads again. */
+  unstall(): void {
+    this.call?.resume();
+  }
+
   send(msg: AgentMessage): void {
     this.call?.write(msg);
   }

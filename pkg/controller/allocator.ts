@@ -1,0 +1,168 @@
+// Registering a node and keeping its subnet leases matching its membership,
+// in one etcd transaction per attempt. The allocation policy lives here
+// (ipam.chooseSubnet over the controller's view); the store only commits a
+// given choice, and etcd's compares have the last word.
+import { chooseSubnet } from "../ipam/index.js";
+import { parseCidr } from "../ip/index.js";
+import type { Logger } from "../log/index.js";
+import { Backoff, sleep } from "../retry/index.js";
+import { ConflictError, PoolExhaustedError, type LeaseRecord, type NetworkSpec, type NodeRecord, type NodeRegistration, type Store } from "../store/index.js";
+import type { ControllerMetrics } from "./metrics.js";
+import type { Model } from "./model.js";
+
+export interface AllocatorDeps {
+  store: Store;
+  model: Model;
+  metrics: ControllerMetrics;
+  log: Logger;
+  leaseTtlSeconds: number;
+}
+
+export interface NodeIntent {
+  reg: NodeRegistration;
+  /** Networks the node belongs to. */
+  member: NetworkSpec[];
+  /** Subnets the agent had before, by network: preferred when free. */
+  hints: Record<string, string>;
+  /** Why the node has no subnet, by network; updated here. */
+  errors: Map<string, string>;
+  /** The etcd lease the caller already keeps alive (no keep-alive round trip when it is still the node's). */
+  knownLease?: string;
+}
+
+export interface SyncResult {
+  /** Revision of the write; 0 when nothing needed writing. */
+  revision: number;
+  leaseId: string;
+}
+
+const MAX_ATTEMPTS = 128;
+
+/** The subnets of `network` the view knows as taken, plus those lost in races, without copying the view. */
+function takenIn(model: Model, network: string, lost: ReadonlySet<string> | undefined): ReadonlySet<string> {
+  const m = model.leases.get(network) ?? new Map<string, LeaseRecord>();
+  return {
+    has: (s: string) => m.has(s) || !!lost?.has(s),
+    get size() {
+      return m.size + (lost?.size ?? 0);
+    },
+    *[Symbol.iterator]() {
+      yield* m.keys();
+      if (lost) yield* lost;
+    },
+  } as ReadonlySet<string>;
+}
+
+function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
+  return JSON.stringify({ ...a, lastSeen: "" }) === JSON.stringify({ ...b, lastSeen: "" });
+}
+
+/**
+ * Writes the node's registration and brings its leases in line with
+ * `member`: keeps held subnets (rewriting them when the underlay IP, a MAC
+ * or the etcd lease changed), claims a subnet where it has none, releases
+ * where it no longer belongs — all in one transaction. With `onlyIfChanged`,
+ * writes nothing when the record and leases are already right.
+ * A granted etcd lease that ends up unused (another replica registered the
+ * node first) is revoked.
+ */
+export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfChanged = false): Promise<SyncResult> {
+  const { store, model, metrics, log } = deps;
+  const { reg, member, errors } = intent;
+  const memberNames = new Set(member.map((n) => n.name));
+  const lost = new Map<string, Set<string>>();
+  const backoff = new Backoff(2, 250);
+  let granted: string | undefined;
+  try {
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (attempt > 0) await sleep(backoff.next());
+      const state = await store.readNodeState(reg.name);
+      let leaseId = state.node?.lease ?? "0";
+      if (leaseId !== "0" && leaseId !== intent.knownLease && (await store.keepAlive(leaseId)) <= 0) leaseId = "0";
+      if (leaseId === "0") leaseId = granted ??= await store.grantLease(deps.leaseTtlSeconds);
+      else if (granted) {
+        // Lost the race to register: the node has a live lease already.
+        await store.revokeLease(granted).catch(() => undefined);
+        granted = undefined;
+      }
+      const now = new Date().toISOString();
+      const old = state.node?.record;
+      const subnets: Record<string, string> = {};
+      const record: NodeRecord = {
+        name: reg.name,
+        underlayIP: reg.underlayIP,
+        labels: reg.labels,
+        agentVersion: reg.agentVersion,
+        uplinkMtu: reg.uplinkMtu,
+        // Keep MACs for networks the agent did not mention (it may not have created those devices yet).
+        vtepMacs: { ...(old?.vtepMacs ?? {}), ...reg.vtepMacs },
+        subnets,
+        lastSeen: now,
+        ...(old?.appliedAt ? { appliedAt: old.appliedAt } : {}),
+      };
+      const claims: LeaseRecord[] = [];
+      const rewrites: LeaseRecord[] = [];
+      const releases: LeaseRecord[] = [];
+      for (const [net, held] of state.leases) {
+        if (!memberNames.has(net) && model.networks.has(net)) {
+          releases.push(held.record);
+          continue;
+        }
+        subnets[net] = held.record.subnet;
+        const mac = record.vtepMacs[net] ?? "";
+        if (held.record.vtepIP !== record.underlayIP || held.record.vtepMac !== mac || held.lease !== leaseId) {
+          rewrites.push({ ...held.record, vtepIP: record.underlayIP, vtepMac: mac, renewed: now });
+        }
+      }
+      for (const spec of member) {
+        if (subnets[spec.name]) {
+          errors.delete(spec.name);
+          continue;
+        }
+        const subnet = await choose(deps, spec, reg.name, intent.hints[spec.name], lost.get(spec.name));
+        if (!subnet) {
+          const err = new PoolExhaustedError(spec.name, spec.cidr, 2 ** (spec.nodePrefixLength - parseCidr(spec.cidr).prefix));
+          metrics.allocationFailures.inc({ network: spec.name, reason: "pool_exhausted" });
+          if (errors.get(spec.name) !== err.message) log.error({ node: reg.name, network: spec.name, err: err.message }, "no subnet for node");
+          errors.set(spec.name, err.message);
+          continue;
+        }
+        errors.delete(spec.name);
+        subnets[spec.name] = subnet;
+        claims.push({ network: spec.name, subnet, node: reg.name, vtepIP: record.underlayIP, vtepMac: record.vtepMacs[spec.name] ?? "", acquired: now, renewed: now });
+      }
+      for (const net of [...errors.keys()]) if (!memberNames.has(net)) errors.delete(net);
+      if (onlyIfChanged && state.node && old && leaseId === state.node.lease && claims.length + rewrites.length + releases.length === 0 && sameRecord(old, record)) {
+        return { revision: 0, leaseId };
+      }
+      const res = await store.commitNode(state, { record, leaseId, claims, rewrites, releases });
+      if (res.ok) {
+        if (leaseId === granted) granted = undefined;
+        for (const c of claims) {
+          metrics.allocations.inc({ network: c.network });
+          log.info({ node: reg.name, network: c.network, subnet: c.subnet }, "subnet leased");
+        }
+        for (const r of releases) log.info({ node: reg.name, network: r.network }, "subnet released: node no longer matches the network's nodeSelector");
+        return { revision: res.revision, leaseId };
+      }
+      for (const t of res.taken) {
+        let set = lost.get(t.network);
+        if (!set) lost.set(t.network, (set = new Set()));
+        set.add(t.subnet);
+      }
+    }
+    throw new ConflictError(`node ${reg.name}: could not register after ${MAX_ATTEMPTS} attempts (too many concurrent changes)`);
+  } finally {
+    if (granted) await store.revokeLease(granted).catch(() => undefined);
+  }
+}
+
+/** A free subnet of `spec` for `node`: the hint when free, else by the node's stable starting point. */
+async function choose(deps: AllocatorDeps, spec: NetworkSpec, node: string, hint: string | undefined, lost: Set<string> | undefined): Promise<string | undefined> {
+  const pool = { cidr: parseCidr(spec.cidr), nodePrefixLength: spec.nodePrefixLength };
+  const subnet = chooseSubnet(pool, node, takenIn(deps.model, spec.name, lost), hint);
+  if (subnet) return subnet;
+  // The view may be stale: confirm with etcd before declaring the pool full.
+  const actual = new Set((await deps.store.listLeases(spec.name)).filter((l) => l.node !== node).map((l) => l.subnet));
+  return chooseSubnet(pool, node, actual, hint);
+}

@@ -1,0 +1,46 @@
+// Records, batched, that nodes' agents applied their first config (Kubernetes
+// mode turns this into the Node's NetworkUnavailable=False). One transaction
+// per batch instead of one write per join.
+import type { Logger } from "../log/index.js";
+import type { Store } from "../store/index.js";
+
+const BATCH_DELAY_MS = 250;
+
+export class AppliedMarks {
+  private pending = new Set<string>();
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+  ) {}
+
+  mark(node: string): void {
+    this.pending.add(node);
+    this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
+  }
+
+  private async flush(): Promise<void> {
+    this.timer = undefined;
+    if (this.running) {
+      await this.running;
+      if (this.pending.size > 0) this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
+      return;
+    }
+    const names = [...this.pending];
+    this.pending.clear();
+    this.running = this.store.markNodesApplied(names).catch((err) => {
+      this.log.warn({ nodes: names.length, err: String(err) }, "could not record that nodes applied their config; will retry");
+      for (const n of names) this.pending.add(n);
+      this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS * 8);
+    });
+    await this.running;
+    this.running = undefined;
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

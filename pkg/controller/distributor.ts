@@ -1,0 +1,293 @@
+// Fan-out of model changes to agent streams: one change log per network,
+// encoded once, read by one cursor per agent stream.
+//
+// Whenever a stream is writable (its last write was taken by the transport,
+// or 'drain' fired) it gets everything since its cursors as one message:
+// immediately when idle, at most every FLUSH_INTERVAL_MS under load. A stream
+// whose unsent backlog plus unflushed bytes passes `maxLagBytes` is switched
+// to a fresh snapshot instead of queueing, so a stalled agent costs a bounded
+// amount of memory. Snapshots are assembled from per-network peer buffers
+// shared by every member (change-log.ts); at most `snapshotBudgetBytes` of
+// them are in flight at once, so N agents reconnecting together do not hold
+// N snapshots in memory.
+import type { ConfigUpdate } from "../api/index.js";
+import { headerKey, type Change, type Model } from "./model.js";
+import { DEFAULT_LOG_BYTES, NetworkFeed } from "./change-log.js";
+import { desiredHeaders, type NodeContext } from "./view.js";
+import { encodeRemovedNetwork, encodeUpdateHead, networkElementPieces } from "./wire.js";
+
+export const FLUSH_INTERVAL_MS = 20;
+export const DEFAULT_MAX_LAG_BYTES = 1024 * 1024;
+const WRITE_AHEAD_BYTES = 256 * 1024;
+const SNAPSHOT_BUDGET_BYTES = 64 * 1024 * 1024;
+
+/** The part of a stream the distributor writes to (grpc-js ServerDuplexStream). */
+export interface OutStream {
+  write(chunk: Buffer | ConfigUpdate, cb: (err?: Error | null) => void): boolean;
+  once(event: "drain", listener: () => void): unknown;
+}
+
+export interface Subscriber extends NodeContext {
+  readonly stream: OutStream;
+  /** Called for every message written, with the revision it brings the agent to. */
+  sent(revision: number, snapshot: boolean, bytes: number): void;
+}
+
+interface SentNetwork {
+  header: string;
+  hasSubnet: boolean;
+  seq: number;
+}
+
+interface Reader {
+  sub: Subscriber;
+  sent: Map<string, SentNetwork>;
+  needSnapshot: boolean;
+  headersDirty: boolean;
+  /** Bytes written but not yet taken by the transport. */
+  inflight: number;
+  snapshotInflight: number;
+  /** write() returned false: wait for 'drain'. */
+  blocked: boolean;
+}
+
+export interface DistributorStats {
+  /** Streams switched to a snapshot because they fell too far behind. */
+  lagResyncs: () => void;
+  snapshots: () => void;
+  deltas: () => void;
+}
+
+export interface DistributorOptions {
+  maxLagBytes?: number;
+  maxLogBytes?: number;
+  snapshotBudgetBytes?: number;
+  stats?: Partial<DistributorStats>;
+}
+
+export class Distributor {
+  private readonly feeds = new Map<string, NetworkFeed>();
+  private readonly readers = new Map<Subscriber, Reader>();
+  private timer?: NodeJS.Timeout | NodeJS.Immediate;
+  private lastFlush = 0;
+  private snapshotInflight = 0;
+  private readonly maxLagBytes: number;
+  private readonly maxLogBytes: number;
+  private readonly snapshotBudget: number;
+  /** Bytes a stream may have unflushed before it gets nothing more: a fraction of the lag bound. */
+  private readonly writeAhead: number;
+
+  constructor(
+    private readonly model: Model,
+    private readonly opts: DistributorOptions = {},
+  ) {
+    this.maxLagBytes = opts.maxLagBytes ?? DEFAULT_MAX_LAG_BYTES;
+    this.maxLogBytes = opts.maxLogBytes ?? DEFAULT_LOG_BYTES;
+    this.snapshotBudget = opts.snapshotBudgetBytes ?? SNAPSHOT_BUDGET_BYTES;
+    this.writeAhead = Math.min(WRITE_AHEAD_BYTES, this.maxLagBytes / 4);
+  }
+
+  /** Bytes written to streams and not yet taken by the transport, over all streams. */
+  get bufferedBytes(): number {
+    let n = 0;
+    for (const r of this.readers.values()) n += r.inflight;
+    return n;
+  }
+
+  /** The most bytes any one stream has written and not yet had taken by the transport. */
+  get maxBufferedBytes(): number {
+    let n = 0;
+    for (const r of this.readers.values()) n = Math.max(n, r.inflight);
+    return n;
+  }
+
+  /** Bytes held by the change logs of all networks. */
+  get logBytes(): number {
+    let n = 0;
+    for (const f of this.feeds.values()) n += f.logBytes;
+    return n;
+  }
+
+  /** Starts serving `sub`: its first message is a snapshot. */
+  add(sub: Subscriber): void {
+    this.readers.set(sub, { sub, sent: new Map(), needSnapshot: true, headersDirty: true, inflight: 0, snapshotInflight: 0, blocked: false });
+    this.schedule();
+  }
+
+  remove(sub: Subscriber): void {
+    const r = this.readers.get(sub);
+    if (!r) return;
+    this.readers.delete(sub);
+    // A cancelled stream never completes its pending writes: give their budget back.
+    this.snapshotInflight -= r.snapshotInflight;
+    r.snapshotInflight = 0;
+    this.schedule();
+  }
+
+  /** Something only this node sees changed (its errors, labels): recompute its headers. */
+  touch(sub: Subscriber): void {
+    const r = this.readers.get(sub);
+    if (!r) return;
+    r.headersDirty = true;
+    this.schedule();
+  }
+
+  /** Logs what `change` did to peer entries and marks the streams whose headers may differ now. */
+  onChange(change: Change, byNode: (node: string) => Subscriber | undefined): void {
+    for (const name of change.networks) {
+      if (!this.model.networks.has(name)) this.feeds.delete(name);
+    }
+    for (const [net, nodes] of change.peers) {
+      const feed = this.feed(net, false);
+      for (const node of nodes) {
+        feed?.set(node, this.model.peer(net, node));
+        // Its own lease changed: its header (subnet) may have.
+        const own = byNode(node);
+        const r = own && this.readers.get(own);
+        if (r) r.headersDirty = true;
+      }
+    }
+    if (change.networks.size > 0) for (const r of this.readers.values()) r.headersDirty = true;
+    this.schedule();
+  }
+
+  private feed(name: string, create = true): NetworkFeed | undefined {
+    let f = this.feeds.get(name);
+    if (!f && (create || this.model.networks.has(name))) {
+      if (!this.model.networks.has(name)) return undefined;
+      f = new NetworkFeed(name, this.maxLogBytes);
+      for (const l of this.model.leases.get(name)?.values() ?? []) f.set(l.node, this.model.peer(name, l.node));
+      this.feeds.set(name, f);
+    }
+    return f;
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    const wait = this.lastFlush + FLUSH_INTERVAL_MS - performance.now();
+    this.timer = wait <= 0 ? setImmediate(() => this.flush()) : setTimeout(() => this.flush(), wait);
+  }
+
+  /** Serves every stream that is writable and has something to hear. */
+  flush(): void {
+    if (this.timer) {
+      clearTimeout(this.timer as NodeJS.Timeout);
+      clearImmediate(this.timer as NodeJS.Immediate);
+    }
+    this.timer = undefined;
+    this.lastFlush = performance.now();
+    for (const r of this.readers.values()) this.serve(r);
+  }
+
+  private serve(r: Reader): void {
+    // Checked even while the stream is not writable: that is when a backlog builds up.
+    if (!r.needSnapshot && this.tooFarBehind(r)) {
+      r.needSnapshot = true;
+      r.sent.clear(); // its cursors are abandoned: the snapshot replaces everything
+      this.opts.stats?.lagResyncs?.();
+    }
+    if (r.blocked || r.inflight > this.writeAhead) return;
+    if (r.needSnapshot) {
+      // Only into a drained stream: a stalled agent holds at most what it had in flight, never a backlog plus a snapshot.
+      if (r.inflight > 0) return;
+      if (this.snapshotInflight > this.snapshotBudget) return; // freed as snapshots are flushed; each completion reschedules
+      this.write(r, this.build(r, true), true);
+      return;
+    }
+    if (!r.headersDirty && !this.hasNews(r)) return;
+    const pieces = this.build(r, false);
+    if (pieces) this.write(r, pieces, false);
+  }
+
+  private hasNews(r: Reader): boolean {
+    for (const [name, s] of r.sent) {
+      const f = this.feeds.get(name);
+      if (!f) return true; // network gone: the removal is news
+      if (f.seq > s.seq) return true;
+    }
+    return false;
+  }
+
+  /** True when the backlog after the stream's cursors (plus what it has not flushed) passes the bound. */
+  private tooFarBehind(r: Reader): boolean {
+    // A snapshot still being flushed is the base the backlog applies to, not lag.
+    let lag = r.inflight - r.snapshotInflight;
+    for (const [name, s] of r.sent) {
+      if (!s.hasSubnet) continue;
+      const f = this.feeds.get(name);
+      if (!f) continue;
+      const behind = f.bytesSince(s.seq);
+      if (behind === undefined) return true;
+      lag += behind;
+    }
+    return lag > this.maxLagBytes;
+  }
+
+  /** The message bringing `r` to the model's current state, as pieces; undefined when there is nothing to say. */
+  private build(r: Reader, snapshot: boolean): Buffer[];
+  private build(r: Reader, snapshot: false): Buffer[] | undefined;
+  private build(r: Reader, snapshot: boolean): Buffer[] | undefined {
+    const self = r.sub.node;
+    const networks: Buffer[] = [];
+    const removed: Buffer[] = [];
+    const updates: Buffer[] = [];
+    if (snapshot || r.headersDirty) {
+      r.headersDirty = false;
+      const desired = desiredHeaders(this.model, r.sub);
+      const names = new Set(desired.map((h) => h.name));
+      if (snapshot) r.sent.clear();
+      for (const name of [...r.sent.keys()]) {
+        if (names.has(name)) continue;
+        r.sent.delete(name);
+        removed.push(encodeRemovedNetwork(name));
+      }
+      for (const header of desired) {
+        const feed = this.feed(header.name)!;
+        const key = headerKey(header);
+        const sent = r.sent.get(header.name);
+        const hasSubnet = !!header.subnet;
+        if (sent && sent.header === key) continue;
+        // New or changed header: the network is sent whole, peers from the shared buffer.
+        const peers = hasSubnet ? feed.snapshot(self) : { seq: feed.seq, pieces: [] };
+        networks.push(...networkElementPieces(header, peers.pieces));
+        r.sent.set(header.name, { header: key, hasSubnet, seq: peers.seq });
+      }
+    }
+    for (const [name, s] of r.sent) {
+      const feed = this.feeds.get(name);
+      if (!feed) continue;
+      if (s.hasSubnet && feed.seq > s.seq) updates.push(...feed.since(s.seq, self));
+      s.seq = feed.seq;
+    }
+    if (!snapshot && networks.length === 0 && removed.length === 0 && updates.length === 0) return undefined;
+    return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates];
+  }
+
+  private write(r: Reader, pieces: Buffer[], snapshot: boolean): void {
+    const buf = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
+    const len = buf.length;
+    r.needSnapshot = false;
+    r.inflight += len;
+    if (snapshot) {
+      r.snapshotInflight += len;
+      this.snapshotInflight += len;
+      this.opts.stats?.snapshots?.();
+    } else this.opts.stats?.deltas?.();
+    r.sub.sent(this.model.revision, snapshot, len);
+    const ok = r.sub.stream.write(buf, () => {
+      r.inflight -= len;
+      if (snapshot && this.readers.get(r.sub) === r) {
+        r.snapshotInflight -= len;
+        this.snapshotInflight -= len;
+      }
+      if (this.readers.has(r.sub)) this.schedule();
+    });
+    if (!ok) {
+      r.blocked = true;
+      r.sub.stream.once("drain", () => {
+        r.blocked = false;
+        if (this.readers.has(r.sub)) this.schedule();
+      });
+    }
+  }
+}
