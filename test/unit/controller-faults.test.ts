@@ -1,7 +1,7 @@
 // Pure logic behind the controller's fault handling: record decoding, the
 // model's per-key revision check, health bounds, and time-bounded leadership.
 import assert from "node:assert/strict";
-import { Model } from "../../pkg/controller/index.js";
+import { KubeMode, Model } from "../../pkg/controller/index.js";
 import { Health } from "../../pkg/controller/health.js";
 import { Leadership, DeposedError } from "../../pkg/controller/leader.js";
 import { silentLogger } from "../../pkg/log/index.js";
@@ -143,3 +143,45 @@ describe("leadership is bounded in time", () => {
     await l.stop();
   });
 });
+
+describe("Kubernetes mode stops a pass when leadership is lost mid-pass", () => {
+  it("writes no further status after the leadership check fails, and does not count it as a failure", async () => {
+    let leading = true;
+    const written: string[] = [];
+    let onList: (o: unknown[]) => void = () => {};
+    const kube = {
+      watchNetworks: (cb: (o: unknown[]) => void) => ((onList = cb), { stop() {} }),
+      watchNodes: (cb: (n: unknown[]) => void) => (cb([]), { stop() {} }),
+      patchNetworkStatus: async (name: string) => {
+        written.push(name);
+        leading = false; // deposed while the first write was in flight
+      },
+      setNodeNetworkAvailable: async () => {},
+    };
+    const failures: number[] = [];
+    const mode = new KubeMode({
+      kube: kube as never,
+      store: {} as Store,
+      model: new Model(),
+      leader: () => {
+        if (!leading) throw new DeposedError();
+        return "42";
+      },
+      log: silentLogger(),
+      metrics: { reconcileFailures: { inc: () => failures.push(1) }, networks: { set() {} }, writes: { inc() {} } } as never,
+    });
+    mode.start({ relabel() {}, disconnect() {} } as never);
+    // Invalid specs: nothing to mirror into etcd, one status each to write.
+    onList(["a", "b", "c"].map((name) => ({ name, generation: 1, creationTimestamp: "2026-01-01T00:00:00Z", spec: { vni: 0 } })));
+    await waitUntil(() => written.length > 0);
+    await new Promise((r) => setTimeout(r, 300));
+    await mode.stop();
+    assert.deepEqual(written, ["a"], "no write after leadership was lost");
+    assert.equal(failures.length, 0);
+  });
+});
+
+async function waitUntil(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(check());
+}
