@@ -16,7 +16,10 @@ import { DEFAULT_LOG_BYTES, NetworkFeed } from "./change-log.js";
 import { desiredHeaders, type NodeContext } from "./view.js";
 import { encodeRemovedNetwork, encodeUpdateHead, networkElementPieces } from "./wire.js";
 
+/** Flush pacing: at most every 20 ms, stretched to 50 ms while flushes keep writing to many streams (a join storm). */
 export const FLUSH_INTERVAL_MS = 20;
+const BUSY_FLUSH_INTERVAL_MS = 50;
+const BUSY_FLUSH_WRITES = 64;
 export const DEFAULT_MAX_LAG_BYTES = 1024 * 1024;
 const WRITE_AHEAD_BYTES = 256 * 1024;
 const SNAPSHOT_BUDGET_BYTES = 64 * 1024 * 1024;
@@ -29,6 +32,12 @@ export interface OutStream {
 
 export interface Subscriber extends NodeContext {
   readonly stream: OutStream;
+  /**
+   * True while the agent has not acknowledged what it was sent (for a short
+   * while at most): deltas then wait and coalesce, so a busy agent gets fewer,
+   * larger messages instead of one per flush.
+   */
+  awaitingAck?(): boolean;
   /** Called for every message written, with the revision it brings the agent to. */
   sent(revision: number, snapshot: boolean, bytes: number): void;
 }
@@ -70,6 +79,10 @@ export class Distributor {
   private readonly readers = new Map<Subscriber, Reader>();
   private timer?: NodeJS.Timeout | NodeJS.Immediate;
   private lastFlush = 0;
+  private interval = FLUSH_INTERVAL_MS;
+  private writes = 0;
+  /** Some stream with news waits for an ack: flush again even if nothing else happens. */
+  private waitingAck = false;
   private snapshotInflight = 0;
   private readonly maxLagBytes: number;
   private readonly maxLogBytes: number;
@@ -164,7 +177,7 @@ export class Distributor {
 
   private schedule(): void {
     if (this.timer) return;
-    const wait = this.lastFlush + FLUSH_INTERVAL_MS - performance.now();
+    const wait = this.lastFlush + this.interval - performance.now();
     this.timer = wait <= 0 ? setImmediate(() => this.flush()) : setTimeout(() => this.flush(), wait);
   }
 
@@ -176,7 +189,16 @@ export class Distributor {
     }
     this.timer = undefined;
     this.lastFlush = performance.now();
+    this.writes = 0;
+    this.waitingAck = false;
     for (const r of this.readers.values()) this.serve(r);
+    this.interval = this.writes >= BUSY_FLUSH_WRITES ? BUSY_FLUSH_INTERVAL_MS : FLUSH_INTERVAL_MS;
+    if (this.waitingAck) this.schedule();
+  }
+
+  /** An agent acknowledged: what waited for it can go. */
+  acked(): void {
+    if (this.waitingAck) this.schedule();
   }
 
   private serve(r: Reader): void {
@@ -195,6 +217,10 @@ export class Distributor {
       return;
     }
     if (!r.headersDirty && !this.hasNews(r)) return;
+    if (r.sub.awaitingAck?.()) {
+      this.waitingAck = true;
+      return;
+    }
     const pieces = this.build(r, false);
     if (pieces) this.write(r, pieces, false);
   }
@@ -267,6 +293,7 @@ export class Distributor {
     const buf = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces);
     const len = buf.length;
     r.needSnapshot = false;
+    this.writes++;
     r.inflight += len;
     if (snapshot) {
       r.snapshotInflight += len;

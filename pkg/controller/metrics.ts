@@ -57,7 +57,11 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
       this.set(model.revision);
     },
   });
+  const updatesSent = new prom.Counter({ name: "weft_controller_updates_sent_total", help: "Config updates written to agent streams, by kind (snapshot, delta).", labelNames: ["kind"], registers: [registry] });
   return {
+    // Bound once: no label lookup per message.
+    snapshotsSent: updatesSent.labels("snapshot"),
+    deltasSent: updatesSent.labels("delta"),
     allocations: new prom.Counter({ name: "weft_controller_allocations_total", help: "Subnets newly leased, per network.", labelNames: ["network"], registers: [registry] }),
     allocationFailures: new prom.Counter({
       name: "weft_controller_allocation_failures_total",
@@ -111,7 +115,6 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
       help: "Agent streams switched to a fresh snapshot because they fell further behind than the byte bound.",
       registers: [registry],
     }),
-    updatesSent: new prom.Counter({ name: "weft_controller_updates_sent_total", help: "Config updates written to agent streams, by kind (snapshot, delta).", labelNames: ["kind"], registers: [registry] }),
     updateBytes: new prom.Counter({ name: "weft_controller_update_bytes_total", help: "Bytes of config updates written to agent streams.", registers: [registry] }),
     /** Set by the sessions: where the scrape-time gauges read from. */
     sources,

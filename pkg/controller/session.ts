@@ -44,6 +44,8 @@ export class StreamError extends Error {
 
 /** Sent updates not yet acknowledged kept for the push-latency metric; older ones are forgotten. */
 const MAX_IN_FLIGHT_SAMPLES = 64;
+/** How long deltas wait for the agent's ack of the previous update before going anyway. */
+const ACK_WAIT_MS = 1000;
 
 export class Session implements Subscriber {
   node = "";
@@ -84,7 +86,7 @@ export class Session implements Subscriber {
     this.sentRevision = Math.max(this.sentRevision, revision);
     if (this.inFlight.length >= MAX_IN_FLIGHT_SAMPLES) this.inFlight.shift();
     this.inFlight.push({ revision, at: performance.now() });
-    this.deps.metrics.updatesSent.inc({ kind: snapshot ? "snapshot" : "delta" });
+    (snapshot ? this.deps.metrics.snapshotsSent : this.deps.metrics.deltasSent).inc();
     this.deps.metrics.updateBytes.inc(bytes);
   }
 
@@ -103,6 +105,12 @@ export class Session implements Subscriber {
       oldest ??= f.at;
     }
     if (oldest !== undefined) this.deps.metrics.pushLatency.observe((performance.now() - oldest) / 1000);
+    this.deps.distributor.acked();
+  }
+
+  awaitingAck(): boolean {
+    const oldest = this.inFlight[0];
+    return !!oldest && this.ackedRevision < this.sentRevision && performance.now() - oldest.at < ACK_WAIT_MS;
   }
 
   get lag(): number {

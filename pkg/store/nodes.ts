@@ -71,7 +71,9 @@ export async function markNodesApplied(etcd: EtcdKv, names: string[]): Promise<v
 
 /** One transaction marking `names`; false when a record moved in between. */
 async function markOnce(etcd: EtcdKv, names: string[]): Promise<boolean> {
-  const kvs = await Promise.all(names.map((n) => etcd.getKv(etcd.keys.node(n), "get_node")));
+  // All records in one round trip: a txn of reads.
+  const read = await etcd.txn("get_nodes", [], names.map((n) => get(etcd.keys.node(n))));
+  const kvs = read.responses.map((r) => firstKv(r));
   const now = new Date().toISOString();
   const compare: ICompare[] = [];
   const ops: IRequestOp[] = [];
