@@ -16,6 +16,24 @@ export interface AllocatorDeps {
   metrics: ControllerMetrics;
   log: Logger;
   leaseTtlSeconds: number;
+  /** Bounds registrations in flight (a reconnect storm of N agents must not become N concurrent etcd transactions). */
+  limit: <T>(fn: () => Promise<T>) => Promise<T>;
+}
+
+/** Runs at most `n` of the given tasks at once; the rest wait in order. */
+export function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const queue: (() => void)[] = [];
+  return async (fn) => {
+    if (running >= n) await new Promise<void>((r) => queue.push(r));
+    running++;
+    try {
+      return await fn();
+    } finally {
+      running--;
+      queue.shift()?.();
+    }
+  };
 }
 
 export interface NodeIntent {
@@ -26,14 +44,14 @@ export interface NodeIntent {
   hints: Record<string, string>;
   /** Why the node has no subnet, by network; updated here. */
   errors: Map<string, string>;
-  /** The etcd lease the caller already keeps alive (no keep-alive round trip when it is still the node's). */
-  knownLease?: string;
 }
 
 export interface SyncResult {
   /** Revision of the write; 0 when nothing needed writing. */
   revision: number;
   leaseId: string;
+  /** The etcd lease was granted just now (a reused one may be close to expiry and wants renewing). */
+  fresh: boolean;
 }
 
 const MAX_ATTEMPTS = 128;
@@ -67,6 +85,10 @@ function sameRecord(a: NodeRecord, b: NodeRecord): boolean {
  * node first) is revoked.
  */
 export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfChanged = false): Promise<SyncResult> {
+  return deps.limit(() => syncNodeNow(deps, intent, onlyIfChanged));
+}
+
+async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChanged: boolean): Promise<SyncResult> {
   const { store, model, metrics, log } = deps;
   const { reg, member, errors } = intent;
   const memberNames = new Set(member.map((n) => n.name));
@@ -80,8 +102,10 @@ export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfCh
       // commit "create if absent" right away (one round trip less per join of
       // a new node); if etcd disagrees, the next attempt reads.
       const state: NodeState = attempt === 0 && !model.nodes.has(reg.name) ? { name: reg.name, leases: new Map() } : await store.readNodeState(reg.name);
+      // A node key that exists is bound to a live lease (etcd deletes keys with their lease), so no
+      // keep-alive round trip here: the session's LeaseKeeper renews it right after the join.
+      // Should it expire in between, the commit fails with "lease not found" and the next attempt re-reads.
       let leaseId = state.node?.lease ?? "0";
-      if (leaseId !== "0" && leaseId !== intent.knownLease && (await store.keepAlive(leaseId)) <= 0) leaseId = "0";
       if (leaseId === "0") leaseId = granted ??= await store.grantLease(deps.leaseTtlSeconds);
       else if (granted) {
         // Lost the race to register: the node has a live lease already.
@@ -136,17 +160,24 @@ export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfCh
       }
       for (const net of [...errors.keys()]) if (!memberNames.has(net)) errors.delete(net);
       if (onlyIfChanged && state.node && old && leaseId === state.node.lease && claims.length + rewrites.length + releases.length === 0 && sameRecord(old, record)) {
-        return { revision: 0, leaseId };
+        return { revision: 0, leaseId, fresh: false };
       }
-      const res = await store.commitNode(state, { record, leaseId, claims, rewrites, releases });
+      let res;
+      try {
+        res = await store.commitNode(state, { record, leaseId, claims, rewrites, releases });
+      } catch (err) {
+        if (!/lease not found/i.test(String(err))) throw err;
+        continue; // the node's lease expired between the read and the write
+      }
       if (res.ok) {
-        if (leaseId === granted) granted = undefined;
+        const fresh = leaseId === granted;
+        if (fresh) granted = undefined;
         for (const c of claims) {
           metrics.allocations.inc({ network: c.network });
           log.info({ node: reg.name, network: c.network, subnet: c.subnet }, "subnet leased");
         }
         for (const r of releases) log.info({ node: reg.name, network: r.network }, "subnet released: node no longer matches the network's nodeSelector");
-        return { revision: res.revision, leaseId };
+        return { revision: res.revision, leaseId, fresh };
       }
       for (const t of res.taken) {
         let set = lost.get(t.network);

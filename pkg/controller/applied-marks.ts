@@ -10,6 +10,7 @@ export class AppliedMarks {
   private pending = new Set<string>();
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
+  private stopped = false;
 
   constructor(
     private readonly store: Store,
@@ -17,12 +18,14 @@ export class AppliedMarks {
   ) {}
 
   mark(node: string): void {
+    if (this.stopped) return;
     this.pending.add(node);
     this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
   }
 
   private async flush(): Promise<void> {
     this.timer = undefined;
+    if (this.stopped) return;
     if (this.running) {
       await this.running;
       if (this.pending.size > 0) this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
@@ -32,6 +35,7 @@ export class AppliedMarks {
     this.pending.clear();
     this.running = this.store.markNodesApplied(names).catch((err) => {
       this.log.warn({ nodes: names.length, err: String(err) }, "could not record that nodes applied their config; will retry");
+      if (this.stopped) return;
       for (const n of names) this.pending.add(n);
       this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS * 8);
     });
@@ -39,7 +43,9 @@ export class AppliedMarks {
     this.running = undefined;
   }
 
+  /** No more writes: the store is about to close (a retry timer would otherwise keep the process alive). */
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
   }

@@ -46,16 +46,12 @@ export class NetworkFeed {
   private start = 0;
   private appended = 0;
   private blob?: PeerBlob;
-  private rangeCache?: { seq: number; from: number; pieces: Buffer[]; nodes: Set<string>; bytes: number };
+  private rangeCache?: { seq: number; from: number; pieces: Buffer[]; nodes: Set<string> };
 
   constructor(
     readonly name: string,
     private readonly maxLogBytes = DEFAULT_LOG_BYTES,
   ) {}
-
-  get peerCount(): number {
-    return this.peers.size;
-  }
 
   /** Log bytes currently retained. */
   get logBytes(): number {
@@ -128,7 +124,7 @@ export class NetworkFeed {
         pieces.push(e.bytes);
       }
       pieces.reverse();
-      r = this.rangeCache = { seq: this.seq, from: cursor, pieces, nodes, bytes: 0 };
+      r = this.rangeCache = { seq: this.seq, from: cursor, pieces, nodes };
     }
     if (!r.nodes.has(self)) return r.pieces;
     const own = this.peerOwnUpdate(cursor, self);
@@ -168,10 +164,5 @@ export class NetworkFeed {
     }
     this.blob = { seq: this.seq, buf, offsets };
     return this.blob;
-  }
-
-  /** Current peers (for tests and the reference snapshot). */
-  nodes(): string[] {
-    return [...this.peers.keys()];
   }
 }

@@ -23,8 +23,9 @@ export class LeaseKeeper {
     return Math.min(5 * 60_000, Math.max(500, (this.ttlSeconds * 1000) / 3));
   }
 
-  start(): void {
-    this.timer = setTimeout(() => void this.tick(), this.periodMs);
+  /** `now`: renew at once (a rejoining node's lease may be close to expiry), then every period. */
+  start(now = false): void {
+    this.timer = setTimeout(() => void this.tick(), now ? 0 : this.periodMs);
   }
 
   private async tick(): Promise<void> {

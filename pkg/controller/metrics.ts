@@ -15,6 +15,15 @@ export interface StreamSources {
 
 export function controllerMetrics(registry: Registry, model: Model, connected: () => number, kubeSynced: () => boolean = () => false, leading: () => boolean = () => false) {
   const sources: StreamSources = { lag: () => [], buffered: () => 0, bufferedMax: () => 0, logBytes: () => 0 };
+  const sourceGauge = (name: string, help: string, value: () => number) =>
+    new prom.Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(value());
+      },
+    });
   const perNetwork = (name: string, help: string, value: (net: string) => number) =>
     new prom.Gauge({
       name,
@@ -86,30 +95,17 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
         for (const [node, lag] of sources.lag()) this.set({ node }, lag);
       },
     }),
-    streamBufferedBytes: new prom.Gauge({
-      name: "weft_controller_stream_buffered_bytes",
-      help: "Bytes written to agent streams and not yet taken by the transport, over all streams (bounded per stream).",
-      registers: [registry],
-      collect() {
-        this.set(sources.buffered());
-      },
-    }),
-    streamBufferedBytesMax: new prom.Gauge({
-      name: "weft_controller_stream_buffered_bytes_max",
-      help: "The most bytes any one agent stream has written and not yet had taken by the transport (a stalled agent stays below the lag bound).",
-      registers: [registry],
-      collect() {
-        this.set(sources.bufferedMax());
-      },
-    }),
-    changeLogBytes: new prom.Gauge({
-      name: "weft_controller_change_log_bytes",
-      help: "Bytes held by the per-network change logs that agent streams read from.",
-      registers: [registry],
-      collect() {
-        this.set(sources.logBytes());
-      },
-    }),
+    streamBufferedBytes: sourceGauge(
+      "weft_controller_stream_buffered_bytes",
+      "Bytes written to agent streams and not yet taken by the transport, over all streams (bounded per stream).",
+      () => sources.buffered(),
+    ),
+    streamBufferedBytesMax: sourceGauge(
+      "weft_controller_stream_buffered_bytes_max",
+      "The most bytes any one agent stream has written and not yet had taken by the transport (a stalled agent stays below the lag bound).",
+      () => sources.bufferedMax(),
+    ),
+    changeLogBytes: sourceGauge("weft_controller_change_log_bytes", "Bytes held by the per-network change logs that agent streams read from.", () => sources.logBytes()),
     streamResyncs: new prom.Counter({
       name: "weft_controller_stream_resyncs_total",
       help: "Agent streams switched to a fresh snapshot because they fell further behind than the byte bound.",

@@ -44,8 +44,8 @@ export class StreamError extends Error {
 
 /** Sent updates not yet acknowledged kept for the push-latency metric; older ones are forgotten. */
 const MAX_IN_FLIGHT_SAMPLES = 64;
-/** How long deltas wait for the agent's ack of the previous update before going anyway. */
-const ACK_WAIT_MS = 1000;
+/** How long deltas wait for the agent's ack of the previous update before going anyway (a few agent apply times). */
+const ACK_WAIT_MS = 250;
 
 export class Session implements Subscriber {
   node = "";
@@ -147,23 +147,23 @@ export class Session implements Subscriber {
     };
   }
 
-  /** Registration and leases in one write; waits until the view has it. */
-  private async sync(onlyIfChanged: boolean): Promise<void> {
+  /** Registration and leases in one write; waits until the view has it. True when the etcd lease was reused (not granted now). */
+  private async sync(onlyIfChanged: boolean): Promise<boolean> {
     const before = JSON.stringify([...this.errors]);
-    const { revision, leaseId } = await syncNode(
+    const { revision, leaseId, fresh } = await syncNode(
       this.deps,
       {
         reg: this.registration(),
         member: this.deps.model.memberNetworks(this.labels),
         hints: this.previousSubnets,
         errors: this.errors,
-        knownLease: this.ready ? this.leaseId : undefined,
       },
       onlyIfChanged,
     );
     this.leaseId = leaseId;
     if (revision > 0) await this.deps.sync.waitFor(revision);
     if (this.ready && JSON.stringify([...this.errors]) !== before) this.deps.distributor.touch(this);
+    return !fresh;
   }
 
   /**
@@ -228,11 +228,11 @@ export class Session implements Subscriber {
     this.lastRequest = { ...req, labels };
     this.uplinkMtu = req.uplinkMtu;
     this.previousSubnets = req.previousSubnets;
-    await this.sync(false);
+    const reused = await this.sync(false);
     if (this.closed) return;
     if (first) {
-      this.keeper = new LeaseKeeper(this.deps.store, this.deps.leaseTtlSeconds, this.log, () => this.leaseId, () => this.sync(false), () => this.node);
-      this.keeper.start();
+      this.keeper = new LeaseKeeper(this.deps.store, this.deps.leaseTtlSeconds, this.log, () => this.leaseId, async () => void (await this.sync(false)), () => this.node);
+      this.keeper.start(reused);
       this.ready = true;
       this.deps.distributor.add(this);
       this.log.info({ node: this.node, revision: this.deps.model.revision, underlay: req.underlayIp }, "agent joined");

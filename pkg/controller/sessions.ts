@@ -5,12 +5,16 @@ import * as grpc from "@grpc/grpc-js";
 import type { AgentMessage } from "../api/index.js";
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
+import { limiter } from "./allocator.js";
 import { AppliedMarks } from "./applied-marks.js";
 import { Distributor, type DistributorOptions } from "./distributor.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Change, Model } from "./model.js";
 import { Session, StreamError, type Call, type SessionDeps } from "./session.js";
 import type { ModelSync } from "./sync.js";
+
+/** Registrations (etcd transactions) in flight at once; more joins wait their turn. */
+const MAX_REGISTRATIONS_IN_FLIGHT = 64;
 
 export interface SessionsOptions {
   store: Store;
@@ -33,7 +37,7 @@ export class Sessions {
   constructor(opts: SessionsOptions) {
     const { metrics } = opts;
     this.distributor = new Distributor(opts.model, { ...opts.distributor, stats: { lagResyncs: () => metrics.streamResyncs.inc() } });
-    this.deps = { ...opts, distributor: this.distributor, applied: new AppliedMarks(opts.store, opts.log) };
+    this.deps = { ...opts, distributor: this.distributor, applied: new AppliedMarks(opts.store, opts.log), limit: limiter(MAX_REGISTRATIONS_IN_FLIGHT) };
     metrics.sources.lag = () => this.lags();
     metrics.sources.buffered = () => this.distributor.bufferedBytes;
     metrics.sources.bufferedMax = () => this.distributor.maxBufferedBytes;

@@ -7,14 +7,8 @@ import { EtcdKv, MAX_CAS_ATTEMPTS, TXN_CHUNK, absent, casBackoff, decode, decode
 import { leaderFence, stillLeader } from "./leader.js";
 import type { LeaseRecord, NodeRecord } from "./types.js";
 
-export interface NodeRegistration {
-  name: string;
-  underlayIP: string;
-  labels: Record<string, string>;
-  agentVersion: string;
-  uplinkMtu: number;
-  vtepMacs: Record<string, string>;
-}
+/** What an agent's Join declares: the node record without what the controller keeps (subnets, times). */
+export type NodeRegistration = Pick<NodeRecord, "name" | "underlayIP" | "labels" | "agentVersion" | "uplinkMtu" | "vtepMacs">;
 
 export async function listNodes(etcd: EtcdKv): Promise<NodeRecord[]> {
   const { kvs } = await etcd.rangePrefix(etcd.keys.nodes(), "list_nodes");

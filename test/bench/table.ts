@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 
 export interface BenchTable {
-  /** File name under bench/results/ (without extension), e.g. "controller-convergence". */
+  /** File name under bench/results/ (without extension), e.g. "controller-scale". */
   id: string;
   title: string;
   columns: string[];

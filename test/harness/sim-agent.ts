@@ -1,7 +1,8 @@
 // A simulated agent: a real gRPC client speaking the Join protocol to a real
 // controller, with no kernel behind it. It keeps the desired config the way
-// the agent does and acknowledges every update. Used by controller tests and
-// benchmarks that need hundreds of agents in one process.
+// the agent does and acknowledges every update. Used by controller tests that
+// need hundreds of agents in one process (the controller benchmark runs its
+// agents in worker processes instead: test/bench/sim-fleet.ts).
 import * as grpc from "@grpc/grpc-js";
 import {
   applyConfigUpdate,

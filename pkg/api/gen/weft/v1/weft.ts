@@ -85,7 +85,11 @@ export interface ConfigUpdate {
   networks: NetworkConfig[];
   /** delta only: networks the node no longer belongs to. */
   removedNetworks: string[];
-  /** delta only: peers added, changed or removed, applied after `networks`. */
+  /**
+   * Peers added, changed or removed, applied after `networks`. A snapshot may
+   * carry them too: the controller assembles snapshots from peer lists shared
+   * by every member, followed by the changes made since those were built.
+   */
   peerUpdates: PeerUpdate[];
 }
 
