@@ -4,6 +4,7 @@
 import type { Logger } from "../log/index.js";
 import type { Store } from "../store/index.js";
 
+/** Retry delay after a failed batch. */
 const BATCH_DELAY_MS = 250;
 
 export class AppliedMarks {
@@ -20,15 +21,14 @@ export class AppliedMarks {
   mark(node: string): void {
     if (this.stopped) return;
     this.pending.add(node);
-    this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
+    // Written at once when idle; while a batch is being written, the next one gathers.
+    if (!this.running) this.timer ??= setTimeout(() => void this.flush(), 0);
   }
 
   private async flush(): Promise<void> {
     this.timer = undefined;
     if (this.stopped) return;
     if (this.running) {
-      await this.running;
-      if (this.pending.size > 0) this.timer ??= setTimeout(() => void this.flush(), BATCH_DELAY_MS);
       return;
     }
     const names = [...this.pending];
@@ -41,6 +41,7 @@ export class AppliedMarks {
     });
     await this.running;
     this.running = undefined;
+    if (this.pending.size > 0 && !this.stopped) this.timer ??= setTimeout(() => void this.flush(), 0);
   }
 
   /** No more writes: the store is about to close (a retry timer would otherwise keep the process alive). */

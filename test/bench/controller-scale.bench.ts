@@ -18,6 +18,9 @@ const EPOCH = () => performance.timeOrigin + performance.now();
 const SAMPLES = 10;
 const STALLED = 10;
 const CHURN = 500;
+/** A cold start that takes longer than this is reported as not finished. */
+const COLD_LIMIT_MS = Number(process.env.BENCH_COLD_LIMIT_MS ?? 600_000);
+let progressLine = "";
 
 type Reply = { id: number; [k: string]: unknown };
 type Ask = Command extends infer C ? (C extends { id: number } ? Omit<C, "id"> : never) : never;
@@ -106,9 +109,22 @@ async function scenario(n: number): Promise<(string | number)[]> {
     // Cold start: N agents join (64 joins in flight) until every agent holds all N-1 peers.
     const t0 = EPOCH();
     const half = Math.floor(n / 2);
-    await Promise.all([workers[0].ask({ cmd: "join", from: 0, to: half, concurrency: 32 }), workers[1].ask({ cmd: "join", from: half, to: n, concurrency: 32 })]);
+    // Progress every 10 s, so a run that does not finish still says how far it got.
+    const progress = setInterval(() => {
+      void Promise.all(workers.map((w) => w.ask<Reply & { agents: number; minPeers: number }>({ cmd: "stats" }, 30_000)))
+        .then((st) => {
+          progressLine = `${((EPOCH() - t0) / 1000).toFixed(0)} s: ${st.reduce((a, x) => a + x.agents, 0)} agents joined, fewest peers held ${Math.min(...st.map((x) => x.minPeers))}, controller RSS ${procStatus(ctl.pid!, "VmRSS").toFixed(0)} MB`;
+          console.log(`n=${n} cold start, ${progressLine}`);
+        })
+        .catch(() => undefined);
+    }, 10_000);
+    try {
+      await Promise.all([workers[0].ask({ cmd: "join", from: 0, to: half, concurrency: 32 }, COLD_LIMIT_MS), workers[1].ask({ cmd: "join", from: half, to: n, concurrency: 32 }, COLD_LIMIT_MS)]);
+    } finally {
+      clearInterval(progress);
+    }
     const joinedS = (EPOCH() - t0) / 1000;
-    const cold = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: n - 1 })));
+    const cold = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: n - 1 }, COLD_LIMIT_MS)));
     const coldS = (Math.max(...cold.map((r) => r.at)) - t0) / 1000;
     if (process.env.BENCH_CPU_PROF) {
       // Profiling the cold start only: a clean exit writes the profile.
@@ -189,7 +205,15 @@ async function scenario(n: number): Promise<(string | number)[]> {
 export async function run(): Promise<void> {
   const sizes = (process.env.BENCH_NODES ?? "1000,5000").split(",").map(Number);
   const rows = [];
-  for (const n of sizes) rows.push(await scenario(n));
+  for (const n of sizes) {
+    progressLine = "";
+    try {
+      rows.push(await scenario(n));
+    } catch (err) {
+      // Publish what was measured: a size that does not finish is a result too.
+      rows.push([n, `did not finish: ${(err as Error).message}${progressLine ? ` (last progress: ${progressLine})` : ""}`]);
+    }
+  }
   publish({
     id: "controller-scale",
     title: "Controller at scale: one weft-controller process, simulated agents in 2 worker processes (real gRPC streams, every update acked)",
