@@ -22,6 +22,7 @@ describe("agent: connection-side metrics", () => {
       "weft_agent_controller_connected",
       "weft_agent_networks_unprogrammed",
       "weft_agent_peers",
+      "weft_agent_peers_unprogrammed",
       "weft_agent_reconnects_total",
     ]);
   });
