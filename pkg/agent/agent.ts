@@ -8,14 +8,15 @@ import * as grpc from "@grpc/grpc-js";
 import type { ConfigUpdate, JoinRequest } from "../api/index.js";
 import { isIPv4 } from "../ip/index.js";
 import { newLogger, type Logger } from "../log/index.js";
-import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
+// Metrics (prom-client) load after the Join is on its way: a fast start is what lets peers reach this node sooner.
+import type { MetricsServer, Registry } from "../metrics/index.js";
 import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, PeerSpec } from "../dataplane/types.js";
 import type { IptablesBackendChoice } from "../dataplane/iptables-backend.js";
 import { ApplyLoop } from "./apply-loop.js";
 import { ControllerConnection, type StreamInfo } from "./connection.js";
 import { ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
 import type { HostProbe } from "./host.js";
-import { agentMetrics, type AgentMetrics } from "./metrics.js";
+import type { AgentMetrics } from "./metrics.js";
 import { configFromState, loadState, randomMac, saveMacsSync, StateJournal, stateFromConfig } from "./state.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -78,9 +79,11 @@ interface FlushResult {
 
 export class Agent {
   readonly log: Logger;
-  readonly registry: Registry;
   readonly nodeName: string;
-  private readonly metrics: AgentMetrics;
+  private reg?: Registry;
+  /** Loaded once the Join is sent; events before that are counted here and added then. */
+  private metrics?: AgentMetrics;
+  private early = { snapshot: 0, delta: 0 };
   private dataplane?: DataplanePort;
   /** Resolves once the dataplane module is loaded (after the Join went out). */
   private dataplaneReady?: Promise<DataplanePort>;
@@ -108,8 +111,13 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.nodeName = opts.nodeName ?? os.hostname().toLowerCase();
     this.log = (opts.log ?? newLogger("weft-agent")).child({ node: this.nodeName });
-    this.registry = opts.registry ?? newRegistry();
-    this.metrics = agentMetrics(this.registry);
+    this.reg = opts.registry;
+  }
+
+  /** The agent's metrics registry (the one given, or its own once started). */
+  get registry(): Registry {
+    if (!this.reg) throw new Error("the agent's registry exists once start() has returned");
+    return this.reg;
   }
 
   /** True once a snapshot from a controller has been programmed. */
@@ -204,11 +212,11 @@ export class Agent {
       snapshotTimeoutMs: opts.snapshotTimeoutMs,
       onUpdate: (u, s) => this.onUpdate(u, s),
       onConnected: () => {
-        this.metrics.controllerConnected.set(1);
-        if (this.everConnected) this.metrics.reconnects.inc();
+        this.metrics?.controllerConnected.set(1);
+        if (this.everConnected) this.metrics?.reconnects.inc();
         this.everConnected = true;
       },
-      onDisconnected: () => this.metrics.controllerConnected.set(0),
+      onDisconnected: () => this.metrics?.controllerConnected.set(0),
     });
 
     this.journal = new StateJournal({
@@ -227,13 +235,21 @@ export class Agent {
     });
 
     this.connection.start();
+    log.debug({ sinceProcessStartMs: Math.round(performance.now()) }, "join sent");
+
+    const [{ newRegistry, startMetricsServer }, { agentMetrics }] = await Promise.all([import("../metrics/index.js"), import("./metrics.js")]);
+    this.reg ??= newRegistry();
+    this.metrics = agentMetrics(this.reg);
+    this.metrics.controllerConnected.set(this.connection.stream ? 1 : 0);
+    if (this.early.snapshot) this.metrics.updates.inc({ kind: "snapshot" }, this.early.snapshot);
+    if (this.early.delta) this.metrics.updates.inc({ kind: "delta" }, this.early.delta);
 
     this.dataplaneReady = opts.dataplane
       ? Promise.resolve(opts.dataplane)
       : import("./kernel.js").then((k) =>
           k.createKernelDataplane({
             log: this.log,
-            registry: this.registry,
+            registry: this.reg,
             netns: opts.netns,
             cniConfDir: opts.cniConfDir,
             stateDir: opts.stateDir,
@@ -243,6 +259,7 @@ export class Agent {
           }),
         );
     this.dataplane = await this.dataplaneReady;
+    this.dataplane.prepare?.();
 
     if (opts.metricsAddr) {
       this.metricsServer = await startMetricsServer(opts.metricsAddr, this.registry, {
@@ -265,10 +282,11 @@ export class Agent {
   async stop(): Promise<void> {
     await this.connection?.stop();
     await this.loop?.stop();
+    this.dataplane?.close?.();
     this.journal?.close();
     await this.metricsServer?.close();
     this.metricsServer = undefined;
-    this.metrics.controllerConnected.set(0);
+    this.metrics?.controllerConnected.set(0);
     this.log.info("agent stopped; dataplane left as it is");
   }
 
@@ -296,7 +314,8 @@ export class Agent {
 
   private onUpdate(u: ConfigUpdate, stream: StreamInfo): void {
     // A new stream always starts with a snapshot, which replaces whatever came before.
-    this.metrics.updates.inc({ kind: u.snapshot ? "snapshot" : "delta" });
+    if (this.metrics) this.metrics.updates.inc({ kind: u.snapshot ? "snapshot" : "delta" });
+    else this.early[u.snapshot ? "snapshot" : "delta"]++;
     if (u.snapshot) {
       this.log.info({ revision: u.revision, networks: u.networks.length, peers: u.networks.reduce((s, n) => s + n.peers.length, 0), controller: stream.address }, "snapshot received");
     } else {
@@ -341,7 +360,7 @@ export class Agent {
         this.lastSkipped = key;
         for (const s of skipped) this.log.error({ network: s.network, reason: s.reason }, "network not programmed");
       }
-      this.metrics.networksSkipped.set(skipped.length);
+      this.metrics?.networksSkipped.set(skipped.length);
       dp.setNetworks(this.self!, specs);
       const before = this.programmed;
       this.programmed = new Map(specs.map((s) => [s.name, s]));
@@ -367,7 +386,7 @@ export class Agent {
         } else this.skippedPeers.delete(`${network}/${node}`);
       }
     }
-    this.metrics.peersSkipped.set(this.skippedPeers.size);
+    this.metrics?.peersSkipped.set(this.skippedPeers.size);
     const report = await dp.flush(reason);
     return { report, revision, epoch };
   }
@@ -378,12 +397,12 @@ export class Agent {
     else if (reason === "resync") this.log.warn(logFields, "resync repaired drift");
     else if (report.changes > 0) this.log.info(logFields, "config applied");
     this.subnets = Object.fromEntries([...this.programmed.values()].map((n) => [n.name, n.subnet]));
-    this.metrics.setPeers(this.dataplane!.peerCounts());
+    this.metrics?.setPeers(this.dataplane!.peerCounts());
     // Each stream hears once per revision the kernel holds (a new stream too, for the same revision).
     if (epoch > 0 && (revision !== this.applied || epoch !== this.ackedEpoch)) {
       this.applied = revision;
       this.ackedEpoch = epoch;
-      this.metrics.appliedRevision.set(revision);
+      this.metrics?.appliedRevision.set(revision);
       this.connection?.ack(epoch, revision);
       if (!this.readyFlag && this.connection?.stream?.epoch === epoch) {
         this.readyFlag = true;

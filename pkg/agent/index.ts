@@ -6,7 +6,8 @@ export { ApplyLoop, type ApplyLoopOptions } from "./apply-loop.js";
 export { cleanupNode, CNI_DATA_SUBDIR, type CleanupOptions } from "./cleanup.js";
 export { CLIENT_CHANNEL_OPTIONS, ControllerConnection, type ConnectionOptions, type StreamInfo } from "./connection.js";
 export { ConfigModel, toNetworkSpec, toNetworkSpecs, type NodeIdentity, type PendingChanges, type SkippedNetwork } from "./desired.js";
-export { agentMetrics, type AgentMetrics } from "./metrics.js";
+// agentMetrics (./metrics.js) is not re-exported: it loads prom-client, which the agent loads only after its Join.
+export type { AgentMetrics } from "./metrics.js";
 export { parseControllerAddresses, ReconnectPolicy, RECONNECT_BASE_MS, RECONNECT_CAP_MS, type Attempt } from "./reconnect.js";
 export { configFromState, loadMacs, loadState, parseState, randomMac, removeState, saveMacsSync, saveState, serializeState, StateJournal, stateFromConfig, statePath, JOURNAL_FILE, MACS_FILE, STATE_FILE, type PersistedState } from "./state.js";
 export { AGENT_VERSION } from "./version.js";

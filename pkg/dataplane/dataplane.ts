@@ -286,8 +286,25 @@ export class Dataplane implements DataplanePort {
     return byKind;
   }
 
-  private async ensureBackend(): Promise<void> {
-    if (this.backend) return;
+  /** Stops the long-lived batch processes; the kernel stays as programmed. */
+  close(): void {
+    this.run.close();
+  }
+
+  /** Starts the one-off start-up work (iptables backend detection) so the first flush need not wait for it. */
+  prepare(): void {
+    this.ensureBackend().catch((err) => this.log.warn({ err: String(err) }, "iptables backend detection failed; retried at the first apply"));
+  }
+
+  private backendDetection?: Promise<void>;
+
+  private ensureBackend(): Promise<void> {
+    if (this.backend) return Promise.resolve();
+    this.backendDetection ??= this.detectBackend().finally(() => (this.backendDetection = undefined));
+    return this.backendDetection;
+  }
+
+  private async detectBackend(): Promise<void> {
     const detected = await detectIptablesBackend(this.run, this.opts.iptablesBackend ?? "auto");
     this.run.iptablesBackend = detected.backend;
     const randomFully = await this.run.supportsRandomFully();

@@ -3,7 +3,7 @@
 // hung `ip` or `iptables` — rtnl or xtables lock contention — must not block
 // the dataplane forever), reads are retried, and the command running longest
 // is visible to the watchdog behind /healthz.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 
 export class CommandError extends Error {
@@ -27,6 +27,8 @@ export interface RunnerOptions {
   readRetries?: number;
   /** Which iptables binaries to run; default "nft" until detected (see detectIptablesBackend). */
   iptablesBackend?: IptablesBackend;
+  /** Write batches through long-lived `ip`/`bridge -batch` processes (default true; see BatchProcess). */
+  persistentBatches?: boolean;
 }
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 10_000;
@@ -45,6 +47,8 @@ export class Runner {
   private readonly inFlight = new Map<number, number>();
   private nextId = 0;
   readonly stats: RunStats = { commands: 0, timeouts: 0, retries: 0 };
+  private readonly persistent: boolean;
+  private readonly batchers = new Map<"ip" | "bridge", BatchProcess>();
 
   constructor(
     readonly netns?: string,
@@ -53,6 +57,13 @@ export class Runner {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.readRetries = opts.readRetries ?? 2;
     this.iptablesBackend = opts.iptablesBackend ?? "nft";
+    this.persistent = opts.persistentBatches ?? true;
+  }
+
+  /** Stops the long-lived batch processes (they are restarted on demand). */
+  close(): void {
+    for (const b of this.batchers.values()) b.close();
+    this.batchers.clear();
   }
 
   /** How long the oldest running command has been running, in seconds (0: none). */
@@ -137,7 +148,23 @@ export class Runner {
    */
   async batch(cmd: "ip" | "bridge", lines: string[]): Promise<void> {
     if (lines.length === 0) return;
-    await this.once(cmd, ["-batch", "-"], lines.join("\n") + "\n");
+    if (!this.persistent) {
+      await this.once(cmd, ["-batch", "-"], lines.join("\n") + "\n");
+      return;
+    }
+    let b = this.batchers.get(cmd);
+    if (!b) this.batchers.set(cmd, (b = new BatchProcess(...this.argv(cmd, ["-force", "-batch", "-"]), this.timeoutMs)));
+    const id = this.nextId++;
+    this.inFlight.set(id, performance.now());
+    this.stats.commands++;
+    try {
+      await b.run(lines);
+    } catch (e) {
+      if (e instanceof CommandError && e.exitCode === -1 && /timed out/.test(e.stderr)) this.stats.timeouts++;
+      throw e;
+    } finally {
+      this.inFlight.delete(id);
+    }
   }
 
   private ipt(tool: "iptables" | "iptables-save" | "iptables-restore"): string {
@@ -190,6 +217,126 @@ export class Runner {
     } catch {
       return false;
     }
+  }
+}
+
+/**
+ * One long-lived `ip -force -batch -` (or `bridge`) process fed batch after
+ * batch: a spawn costs ~3-9 ms here, which is most of a one-peer update.
+ * After each batch a marker line is written that always fails (a device name
+ * longer than IFNAMSIZ cannot exist); with -force every failing line prints
+ * its message and "Command failed -:<line>" on stderr, in order, so the
+ * marker's report says the batch is done and any earlier report in the batch's
+ * range is its error. -force means later lines of a failed batch still run:
+ * the caller treats any error as "re-read the kernel and plan again".
+ */
+export class BatchProcess {
+  private child?: ChildProcess;
+  private line = 0;
+  private buf = "";
+  private messages: string[] = [];
+  private waiting?: { first: number; marker: number; errors: string[]; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
+  private queue: Promise<unknown> = Promise.resolve();
+  static readonly MARKER = "weft-batch-marker";
+
+  constructor(
+    private readonly file: string,
+    private readonly argv: string[],
+    private readonly timeoutMs: number,
+  ) {}
+
+  run(lines: string[]): Promise<void> {
+    const next = this.queue.then(() => this.runNow(lines));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private start(): ChildProcess {
+    const child = spawn(this.file, this.argv, { stdio: ["pipe", "ignore", "pipe"], detached: true });
+    this.line = 0;
+    this.buf = "";
+    this.messages = [];
+    child.stdin!.on("error", () => undefined);
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (chunk: string) => this.onStderr(chunk));
+    const gone = (why: string) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      this.fail(new CommandError(this.label(), why, -1));
+    };
+    child.on("error", (e) => gone(e.message));
+    child.on("close", (code) => gone(`batch process exited (${code ?? "signal"})${this.messages.length ? `: ${this.messages.join(" | ")}` : ""}`));
+    child.unref();
+    (child.stdin as unknown as { unref?: () => void }).unref?.();
+    (child.stderr as unknown as { unref?: () => void }).unref?.();
+    return child;
+  }
+
+  private label(): string {
+    return `${this.file} ${this.argv.join(" ")}`;
+  }
+
+  private runNow(lines: string[]): Promise<void> {
+    this.child ??= this.start();
+    const child = this.child;
+    const first = this.line + 1;
+    const marker = this.line + lines.length + 1;
+    this.line = marker;
+    const markerCmd = this.file === "bridge" ? `fdb show dev ${BatchProcess.MARKER}` : `link show dev ${BatchProcess.MARKER}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new CommandError(this.label(), `timed out after ${this.timeoutMs} ms`, -1));
+        this.kill(child);
+      }, this.timeoutMs);
+      this.waiting = { first, marker, errors: [], resolve, reject, timer };
+      child.stdin!.write(lines.join("\n") + "\n" + markerCmd + "\n");
+    });
+  }
+
+  private onStderr(chunk: string): void {
+    this.buf += chunk;
+    let nl: number;
+    while ((nl = this.buf.indexOf("\n")) >= 0) {
+      const l = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      const m = /^Command failed -:(\d+)$/.exec(l);
+      if (!m) {
+        if (l.trim()) this.messages.push(l.trim());
+        continue;
+      }
+      const n = Number(m[1]);
+      const w = this.waiting;
+      const msg = this.messages.filter((x) => !x.includes(BatchProcess.MARKER)).join(" | ");
+      this.messages = [];
+      if (!w) continue;
+      if (n === w.marker) {
+        clearTimeout(w.timer);
+        this.waiting = undefined;
+        if (w.errors.length === 0) w.resolve();
+        else w.reject(new CommandError(`${this.file} -batch`, w.errors.slice(0, 3).join(" | ")));
+      } else if (n >= w.first && n < w.marker) w.errors.push(`line ${n - w.first + 1}: ${msg || "failed"}`);
+    }
+  }
+
+  private fail(e: Error): void {
+    const w = this.waiting;
+    if (!w) return;
+    clearTimeout(w.timer);
+    this.waiting = undefined;
+    w.reject(e);
+  }
+
+  private kill(child: ChildProcess): void {
+    if (this.child === child) this.child = undefined;
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      child.kill("SIGKILL");
+    }
+  }
+
+  close(): void {
+    if (this.child) this.kill(this.child);
   }
 }
 

@@ -34,9 +34,19 @@ function countRules(save: string): number {
   return n;
 }
 
-/** Reads both backends once (start-up only) unless one is forced. */
+/** Decides once at start-up unless one is forced: the hint chains first (two small listings per backend), the rule counts only without them. */
 export async function detectIptablesBackend(run: Runner, choice: IptablesBackendChoice): Promise<BackendDetection> {
   if (choice !== "auto") return { backend: choice, reason: "forced", rules: { legacy: -1, nft: -1 } };
+  const saved = run.iptablesBackend;
+  for (const b of ["nft", "legacy"] as const) {
+    run.iptablesBackend = b;
+    const hints = await Promise.all(HINT_CHAINS.map((h) => run.listChain("mangle", h.slice(1)).catch(() => undefined)));
+    if (hints.some((h) => h !== undefined)) {
+      run.iptablesBackend = saved;
+      return { backend: b, reason: "hint chain", rules: { legacy: -1, nft: -1 } };
+    }
+  }
+  run.iptablesBackend = saved;
   // A backend whose binaries are missing counts as empty.
   const [legacy, nft] = await Promise.all((["legacy", "nft"] as const).map((b) => run.iptablesSave(b).catch(() => "")));
   return chooseBackend({ legacy, nft });

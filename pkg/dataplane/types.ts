@@ -80,6 +80,10 @@ export interface DataplanePort {
   cleanup(): Promise<void>;
   /** Peers programmed per network (metrics). */
   peerCounts(): Record<string, number>;
+  /** Releases long-lived helper processes (the kernel state stays as it is); optional. */
+  close?(): void;
+  /** Starts one-off start-up work (e.g. iptables backend detection) in the background; optional. */
+  prepare?(): void;
   /** Seconds a kernel command has been running, 0 when none is (the watchdog). */
   stuckSeconds(): number;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { agentMetrics } from "../../pkg/agent/index.js";
+import { agentMetrics } from "../../pkg/agent/metrics.js";
 import { newRegistry } from "../../pkg/metrics/index.js";
 
 describe("agent: connection-side metrics", () => {
