@@ -33,8 +33,10 @@ export class ApplyLoop<R = unknown> {
   private readonly now: () => number;
   /** When the running flush started (watchdog). */
   private runningSince?: number;
-  /** When the oldest change not yet flushed arrived (watchdog). */
+  /** When the oldest change not yet handed to a flush arrived. */
   private pendingSince?: number;
+  /** When the oldest change not yet successfully flushed arrived (watchdog; survives failed retries). */
+  private unappliedSince?: number;
   /** When a flush last succeeded. */
   lastSuccessAt?: number;
   /** Flushes started. */
@@ -59,6 +61,7 @@ export class ApplyLoop<R = unknown> {
   submit(): void {
     if (this.stopped) return;
     this.pendingSince ??= this.now();
+    this.unappliedSince ??= this.pendingSince;
     this.pending ??= "update";
     this.kick();
   }
@@ -85,8 +88,8 @@ export class ApplyLoop<R = unknown> {
   stuck(boundMs: number): string | undefined {
     const now = this.now();
     if (this.runningSince !== undefined && now - this.runningSince > boundMs) return `an apply has been running for ${Math.round((now - this.runningSince) / 1000)} s`;
-    if (this.pendingSince !== undefined && now - this.pendingSince > boundMs && (this.lastSuccessAt ?? 0) < this.pendingSince) {
-      return `changes pending for ${Math.round((now - this.pendingSince) / 1000)} s without a successful apply`;
+    if (this.unappliedSince !== undefined && now - this.unappliedSince > boundMs) {
+      return `changes pending for ${Math.round((now - this.unappliedSince) / 1000)} s without a successful apply`;
     }
     return undefined;
   }
@@ -108,16 +111,15 @@ export class ApplyLoop<R = unknown> {
     const reason = this.pending;
     this.pending = undefined;
     // Changes arriving from here on are pending for the next flush.
-    const coveredSince = this.pendingSince;
     this.pendingSince = undefined;
-    this.running = this.run(reason, coveredSince).finally(() => {
+    this.running = this.run(reason).finally(() => {
       this.running = undefined;
       this.runningSince = undefined;
       this.kick();
     });
   }
 
-  private async run(reason: ApplyReason, coveredSince: number | undefined): Promise<void> {
+  private async run(reason: ApplyReason): Promise<void> {
     this.flushes++;
     this.runningSince = this.now();
     let result: R;
@@ -127,7 +129,6 @@ export class ApplyLoop<R = unknown> {
       const error = err instanceof Error ? err : new Error(String(err));
       // Retry when the timer fires; what failed stays pending (the dataplane re-reads the kernel then).
       if (!this.pending || reason === "resync") this.pending = reason;
-      if (coveredSince !== undefined) this.pendingSince = Math.min(this.pendingSince ?? coveredSince, coveredSince);
       const delay = this.backoff.next();
       this.opts.log.debug({ delayMs: Math.round(delay) }, "apply will be retried");
       this.retryTimer = setTimeout(() => {
@@ -139,6 +140,8 @@ export class ApplyLoop<R = unknown> {
     }
     this.backoff.reset();
     this.lastSuccessAt = this.now();
+    // What arrived while this flush ran is still unapplied; everything before it is in the kernel.
+    this.unappliedSince = this.pendingSince;
     this.everApplied = true;
     try {
       await this.opts.onApplied(result, reason);

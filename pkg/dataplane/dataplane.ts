@@ -50,7 +50,7 @@ interface Metrics {
   timeouts: Counter;
 }
 
-function registerMetrics(registry: Registry): Metrics {
+function registerMetrics(registry: Registry, liveTimeouts: () => void): Metrics {
   return {
     entries: new Gauge({ name: "weft_agent_kernel_entries", help: "Kernel objects Weft holds on this node, by kind", labelNames: ["kind"], registers: [registry] }),
     duration: new Histogram({ name: "weft_agent_apply_duration_seconds", help: "Time to program the kernel, by reason (update: pending changes only; resync: read back and diff)", labelNames: ["reason"], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
@@ -58,7 +58,8 @@ function registerMetrics(registry: Registry): Metrics {
     repairs: new Counter({ name: "weft_agent_drift_repairs_total", help: "Kernel entries restored or removed by a periodic resync (drift), by kind", labelNames: ["kind"], registers: [registry] }),
     lastSuccess: new Gauge({ name: "weft_agent_last_apply_success_timestamp_seconds", help: "Unix time of the last successful apply", registers: [registry] }),
     backend: new Gauge({ name: "weft_agent_iptables_backend", help: "1 for the iptables backend Weft writes to (legacy or nft) and whether --random-fully is used", labelNames: ["backend", "random_fully"], registers: [registry] }),
-    timeouts: new Counter({ name: "weft_agent_kernel_command_timeouts_total", help: "Kernel commands killed after the command timeout", registers: [registry] }),
+    // Brought up to date on every scrape: a hung command must show while the apply is still stuck.
+    timeouts: new Counter({ name: "weft_agent_kernel_command_timeouts_total", help: "Kernel commands killed after the command timeout", registers: [registry], collect: liveTimeouts }),
   };
 }
 
@@ -87,7 +88,7 @@ export class Dataplane implements DataplanePort {
   constructor(private readonly opts: DataplaneOptions) {
     this.run = opts.runner ?? new Runner(opts.netns, { timeoutMs: opts.commandTimeoutMs });
     this.log = opts.log;
-    this.metrics = opts.registry ? registerMetrics(opts.registry) : undefined;
+    this.metrics = opts.registry ? registerMetrics(opts.registry, () => this.updateTimeouts()) : undefined;
   }
 
   /** Interface holding the default route. */
