@@ -243,10 +243,19 @@ export class Dataplane implements DataplanePort {
     let first: Plan | undefined;
     let uplinkMtu = 0;
     let done = false;
+    const phase = { readMs: 0, planMs: 0, writeMs: 0, rulesMs: 0 };
+    let mark = performance.now();
+    const lap = (k: keyof typeof phase) => {
+      const now = performance.now();
+      phase[k] += now - mark;
+      mark = now;
+    };
     for (let attempt = 1; attempt <= attempts && !done; attempt++) {
       let plans: PeerPlan[] = [];
       try {
+        mark = performance.now();
         const actual = await readKernel(this.run, node.uplink);
+        lap("readMs");
         uplinkMtu = actual.mtus.get(node.uplink) ?? 0;
         if (!uplinkMtu) throw new Error(`uplink ${node.uplink} not found`);
         const devices = planDevices(node, this.networks, actual, uplinkMtu);
@@ -258,9 +267,10 @@ export class Dataplane implements DataplanePort {
         plans = tables.map((t) => t.plan());
         const plan = mergePlans(devices, plans);
         first ??= plan;
-        // Batches stop at the first failing line, so success means every line took effect.
+        lap("planMs");
         await this.writeBatches(plan);
         for (const p of plans) p.commit();
+        lap("writeMs");
         done = true;
       } catch (err) {
         for (const p of plans) p.abandon();
@@ -271,6 +281,8 @@ export class Dataplane implements DataplanePort {
       }
     }
     const settled = await rules;
+    lap("rulesMs");
+    this.log.debug(Object.fromEntries(Object.entries(phase).map(([k, v]) => [k, Math.round(v)])), "full apply phases (rules run alongside; rulesMs is the wait after the kernel batches)");
     if (!done) {
       await this.removePartialPeers();
       throw lastErr;
