@@ -237,8 +237,12 @@ export class Agent {
     this.connection.start();
     log.debug({ sinceProcessStartMs: Math.round(performance.now()) }, "join sent");
 
-    const [{ newRegistry, startMetricsServer }, { agentMetrics }] = await Promise.all([import("../metrics/index.js"), import("./metrics.js")]);
-    this.reg ??= newRegistry();
+    const [{ newRegistry, prom, startMetricsServer }, { agentMetrics }] = await Promise.all([import("../metrics/index.js"), import("./metrics.js")]);
+    if (!this.reg) {
+      // Process metrics, but the event-loop lag sampled every second, not every 10 ms: that timer alone was most of an idle agent's CPU.
+      this.reg = newRegistry(false);
+      prom.collectDefaultMetrics({ register: this.reg, eventLoopMonitoringPrecision: 1000 });
+    }
     this.metrics = agentMetrics(this.reg);
     this.metrics.controllerConnected.set(this.connection.stream ? 1 : 0);
     if (this.early.snapshot) this.metrics.updates.inc({ kind: "snapshot" }, this.early.snapshot);

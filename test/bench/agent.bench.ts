@@ -215,7 +215,7 @@ export async function run(): Promise<void> {
       ["one `ip -batch` apply: long-lived process, p50 ms", modes.longLivedMs, "-"],
     ];
     publish({
-      id: "agent-5000-peers",
+      id: `agent-${PEERS}-peers`,
       title: `Agent at ${PEERS} peers: real weft-agent in a host namespace with 20 000 unrelated iptables rules and 5000 unrelated routes`,
       columns: ["measure", "ms / value", "target"],
       rows,
