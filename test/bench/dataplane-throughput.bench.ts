@@ -111,8 +111,15 @@ async function iperf(hosts: Host[]): Promise<number> {
     const target = hosts[1].subnet.replace(/0\/24$/, "10");
     for (let i = 0; ; i++) {
       const r = await execa("ip", ["netns", "exec", hosts[0].pod, "iperf3", "-c", target, "-t", String(SECONDS), "-J"], { reject: false });
-      if (r.exitCode === 0) return (JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9;
-      if (i > 20) throw new Error(`iperf3 failed: ${r.stderr || r.stdout}`);
+      const out = (() => {
+        try {
+          return JSON.parse(r.stdout) as { error?: string; end?: { sum_received?: { bits_per_second: number } } };
+        } catch {
+          return { error: r.stderr || r.stdout };
+        }
+      })();
+      if (out.end?.sum_received) return out.end.sum_received.bits_per_second / 1e9;
+      if (i > 20) throw new Error(`iperf3 failed: ${out.error ?? r.stderr}`);
       await new Promise((res) => setTimeout(res, 100));
     }
   } finally {
