@@ -120,7 +120,7 @@ export async function run(): Promise<void> {
     columns: ["operation", "runs", "weft ms", "floor ms", "weft / floor"],
     rows,
     notes: [
-      "weft from empty: Dataplane.apply = read the kernel back as JSON (2 spawns), diff, 3 batches; iptables-save/restore and sysctl alongside; conflist",
+      "weft from empty: Dataplane.apply = scoped read-back (Weft devices, then per-device neigh/route/FDB), diff, 3 batches through long-lived ip/bridge processes; own iptables chains read with -S and restored, sysctl alongside; conflist; the first apply also detects the iptables backend",
       "1 peer added: setPeer + flush, the agent's path: only the new peer's keys are planned against the kernel model, written through long-lived ip/bridge batch processes",
       "floor: the same device + neigh/FDB/route entries written by one raw `ip -batch` + `bridge -batch` + `ip -batch`",
       "target: 1000 peers under 300 ms and within 2x the floor",
