@@ -3,7 +3,7 @@
 // of the overlay. All logic lives in pkg/agent; this file parses flags.
 import fs from "node:fs";
 import os from "node:os";
-import { Agent, cleanupNode, DEFAULT_RESYNC_INTERVAL_MS, parseControllerAddresses } from "../../pkg/agent/index.js";
+import { Agent, cleanupNode, DEFAULT_RESYNC_INTERVAL_MS, DEFAULT_STUCK_THRESHOLD_MS, parseControllerAddresses } from "../../pkg/agent/index.js";
 import { Command, envOption, parseBool, parseDuration, parseLabels, runMain } from "../../pkg/cli/index.js";
 import { newLogger } from "../../pkg/log/index.js";
 
@@ -22,6 +22,9 @@ interface Flags {
   tlsCa?: string;
   disableTxChecksumOffload: boolean;
   cleanup: boolean;
+  iptablesBackend: "auto" | "legacy" | "nft";
+  commandTimeout: number;
+  stuckThreshold: number;
   logLevel: string;
 }
 
@@ -40,9 +43,17 @@ const program = new Command("weft-agent")
   .addOption(envOption("--tls-key <file>", "client private key (PEM)"))
   .addOption(envOption("--tls-ca <file>", "CA that signed the controller's certificate"))
   .addOption(envOption("--disable-tx-checksum-offload [bool]", "turn off tx checksum offload on VXLAN devices (old kernels with --random-fully, flannel#1279)", false).argParser(parseBool))
+  .addOption(envOption("--iptables-backend <auto|legacy|nft>", "iptables backend to write to; auto: the one holding the host's rules (as kube-proxy's iptables-wrapper decides)", "auto").argParser(parseBackend))
+  .addOption(envOption("--command-timeout <duration>", "kill a kernel command (ip, bridge, iptables) that runs longer than this; reads are retried", 10_000, "10s").argParser(parseDuration))
+  .addOption(envOption("--stuck-threshold <duration>", "/healthz fails when a kernel command or an apply is stuck longer than this, or changes wait this long without a successful apply", DEFAULT_STUCK_THRESHOLD_MS, "60s").argParser(parseDuration))
   .addOption(envOption("--cleanup [bool]", "remove every kernel object, rule and file Weft created on this node, then exit", false).argParser(parseBool))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
+
+function parseBackend(v: string): "auto" | "legacy" | "nft" {
+  if (v === "auto" || v === "legacy" || v === "nft") return v;
+  throw new Error(`--iptables-backend: "${v}" is not auto, legacy or nft`);
+}
 
 await runMain(async () => {
   program.parse();
@@ -69,6 +80,9 @@ await runMain(async () => {
     labels: f.labels,
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
     disableTxChecksumOffload: f.disableTxChecksumOffload,
+    iptablesBackend: f.iptablesBackend,
+    commandTimeoutMs: f.commandTimeout,
+    stuckThresholdMs: f.stuckThreshold,
     log,
   });
   await agent.start();

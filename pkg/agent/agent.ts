@@ -1,33 +1,35 @@
-// weft-agent's engine: restores the last applied config from the state dir,
-// holds one Join stream to a controller, turns every update into the node's
-// desired dataplane and hands it to the apply loop; acknowledges, persists and
-// re-registers (new VTEP MACs) after each successful apply.
+// weft-agent's engine: restores the controller's last config from the state
+// dir, holds one Join stream to a controller, keeps the config in place with
+// what changed (ConfigModel), and hands the changes to the dataplane when a
+// flush starts, so a burst of updates costs one conversion per changed peer
+// and one write. Acknowledges each revision once the kernel holds it.
 import os from "node:os";
 import * as grpc from "@grpc/grpc-js";
-import { applyConfigUpdate, emptyDesired, type ConfigUpdate, type DesiredConfig, type JoinRequest } from "../api/index.js";
+import type { ConfigUpdate, JoinRequest } from "../api/index.js";
 import { isIPv4 } from "../ip/index.js";
 import { newLogger, type Logger } from "../log/index.js";
-import { newRegistry, startMetricsServer, type MetricsServer, type Registry } from "../metrics/index.js";
-import { ApplyLoop, type ApplyItem } from "./apply-loop.js";
+// Metrics (prom-client) load after the Join is on its way: a fast start is what lets peers reach this node sooner.
+import type { MetricsServer, Registry } from "../metrics/index.js";
+import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, PeerSpec } from "../dataplane/types.js";
+import type { IptablesBackendChoice } from "../dataplane/iptables-backend.js";
+import { ApplyLoop } from "./apply-loop.js";
 import { ControllerConnection, type StreamInfo } from "./connection.js";
-import type { ApplyReason, ApplyReport, DataplanePort, NodeDesired } from "./dataplane-port.js";
-import { peerCounts, subnetsOf, toNodeDesired, type NodeIdentity } from "./desired.js";
-import { agentMetrics, type AgentMetrics } from "./metrics.js";
-import { configFromState, loadState, saveState, stateFromConfig } from "./state.js";
+import { ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
+import type { HostProbe } from "./host.js";
+import type { AgentMetrics } from "./metrics.js";
+import { configFromState, loadState, randomMac, saveMacsSync, StateJournal, stateFromConfig } from "./state.js";
 import { AGENT_VERSION } from "./version.js";
 
+export type { HostProbe };
+
 export const DEFAULT_RESYNC_INTERVAL_MS = 30_000;
+/** /healthz turns red when a kernel command or an apply is stuck longer than this, or changes wait this long. */
+export const DEFAULT_STUCK_THRESHOLD_MS = 60_000;
 
 export interface TlsFiles {
   cert: Buffer;
   key: Buffer;
   ca: Buffer;
-}
-
-/** How the agent learns about its uplink; the kernel's answer unless a test injects one. */
-export interface HostProbe {
-  defaultUplink(netns?: string): Promise<string>;
-  interfaceInfo(name: string, netns?: string): Promise<{ mtu: number; ipv4?: string; mac: string }>;
 }
 
 export interface AgentOptions {
@@ -48,6 +50,12 @@ export interface AgentOptions {
   /** Tests only: the dataplane runs its commands in this network namespace. */
   netns?: string;
   disableTxChecksumOffload?: boolean;
+  /** iptables backend: auto (the one holding the host's rules), legacy or nft. */
+  iptablesBackend?: IptablesBackendChoice;
+  /** Timeout of each kernel command. */
+  commandTimeoutMs?: number;
+  /** See DEFAULT_STUCK_THRESHOLD_MS. */
+  stuckThresholdMs?: number;
   log?: Logger;
   registry?: Registry;
   /** Replaces the kernel dataplane (unit tests of the agent's logic). */
@@ -58,31 +66,43 @@ export interface AgentOptions {
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
   snapshotTimeoutMs?: number;
+  retryBaseMs?: number;
+  /** State journal compaction delay (tests use small values). */
+  stateCompactMs?: number;
 }
 
-interface Tag {
-  /** Stream the config came from; 0 = restored from the state dir. */
+interface FlushResult {
+  report: ApplyReport;
+  revision: number;
   epoch: number;
-  config: DesiredConfig;
 }
 
 export class Agent {
   readonly log: Logger;
-  readonly registry: Registry;
   readonly nodeName: string;
-  private readonly metrics: AgentMetrics;
+  private reg?: Registry;
+  /** Loaded once the Join is sent; events before that are counted here and added then. */
+  private metrics?: AgentMetrics;
+  private early = { snapshot: 0, delta: 0 };
   private dataplane?: DataplanePort;
-  private loop?: ApplyLoop<Tag>;
+  /** Resolves once the dataplane module is loaded (after the Join went out). */
+  private dataplaneReady?: Promise<DataplanePort>;
+  private ackedEpoch = 0;
+  private loop?: ApplyLoop<FlushResult>;
   private connection?: ControllerConnection;
   private metricsServer?: MetricsServer;
+  private journal?: StateJournal;
   private self?: NodeIdentity;
   private uplinkMtu = 0;
-  /** Newest config known, whether applied yet or not. */
-  private latest?: Tag;
+  private readonly model = new ConfigModel();
+  /** Stream the config came from; 0 = restored from the state dir. */
+  private epoch = 0;
   private macs: Record<string, string> = {};
   private subnets: Record<string, string> = {};
-  private sentMacs = "";
+  /** Networks handed to the dataplane, by name. */
+  private programmed = new Map<string, NetworkSpec>();
   private lastSkipped = "";
+  private skippedPeers = new Map<string, string>();
   private readyFlag = false;
   private everConnected = false;
   private applied = 0;
@@ -91,8 +111,13 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.nodeName = opts.nodeName ?? os.hostname().toLowerCase();
     this.log = (opts.log ?? newLogger("weft-agent")).child({ node: this.nodeName });
-    this.registry = opts.registry ?? newRegistry();
-    this.metrics = agentMetrics(this.registry);
+    this.reg = opts.registry;
+  }
+
+  /** The agent's metrics registry (the one given, or its own once started). */
+  get registry(): Registry {
+    if (!this.reg) throw new Error("the agent's registry exists once start() has returned");
+    return this.reg;
   }
 
   /** True once a snapshot from a controller has been programmed. */
@@ -117,14 +142,30 @@ export class Agent {
     return this.self?.underlayIp;
   }
 
-  /** The desired state last programmed into the kernel. */
+  /** What the dataplane holds as desired: network specs and their programmed peers (built on each call; tests and tools). */
   get lastApplied(): NodeDesired | undefined {
-    return this.loop?.lastApplied?.desired;
+    if (!this.loop?.everApplied || !this.self) return undefined;
+    const dp = this.dataplane as DataplanePort & { peersOf?(n: string): string[] };
+    const networks = [...this.programmed.values()].map((spec) => {
+      const net = this.model.config.networks.get(spec.name);
+      const names = dp.peersOf?.(spec.name) ?? [...(net?.peers.keys() ?? [])];
+      const peers = names.map((n) => net?.peers.get(n)).filter((p): p is PeerSpec => !!p);
+      return { ...spec, peers };
+    });
+    return { uplink: this.self.uplink, underlayIp: this.self.underlayIp, networks };
   }
 
   /** MACs of this node's VXLAN devices, as registered with the controller. */
   get vtepMacs(): Record<string, string> {
     return { ...this.macs };
+  }
+
+  /** Why /healthz is red, or undefined when healthy. */
+  unhealthy(): string | undefined {
+    const bound = this.opts.stuckThresholdMs ?? DEFAULT_STUCK_THRESHOLD_MS;
+    const stuck = this.dataplane?.stuckSeconds() ?? 0;
+    if (stuck * 1000 > bound) return `a kernel command has been running for ${Math.round(stuck)} s`;
+    return this.loop?.stuck(bound);
   }
 
   async start(): Promise<void> {
@@ -133,10 +174,25 @@ export class Agent {
     const { opts, log } = this;
     if (opts.controllers.length === 0) throw new Error("controller: at least one address is needed");
 
+    // The state dir first: the first Join carries the persisted MACs and subnets.
+    try {
+      const state = await loadState(opts.stateDir);
+      if (state) {
+        this.macs = state.vtepMacs;
+        this.subnets = state.subnets;
+        const config = configFromState(state);
+        this.model.apply({ revision: config.revision, snapshot: true, networks: state.networks, removedNetworks: [], peerUpdates: [] });
+        log.info({ revision: state.revision, networks: state.networks.map((n) => n.name), stateDir: opts.stateDir }, "restoring the controller's last config from the state dir");
+      }
+    } catch (err) {
+      // Unusable state must not keep the node off the network: the controller's snapshot replaces it.
+      log.error({ err: (err as Error).message }, "ignoring unreadable state file");
+    }
+
     const host = opts.host ?? (opts.dataplane ? undefined : (await import("./kernel.js")).kernelHost);
     const uplink = opts.uplink ?? (host ? await host.defaultUplink(opts.netns) : undefined);
     if (!uplink) throw new Error("uplink: not given and no way to find the default route's interface");
-    const info = host ? await host.interfaceInfo(uplink, opts.netns).catch((err) => {
+    const info = opts.underlayIp && opts.dataplane ? undefined : host ? await host.interfaceInfo(uplink, opts.netns).catch((err) => {
       throw new Error(`uplink: ${uplink}: ${(err as Error).message}`);
     }) : undefined;
     const underlayIp = opts.underlayIp ?? info?.ipv4;
@@ -145,44 +201,7 @@ export class Agent {
     this.uplinkMtu = info?.mtu ?? 0;
     this.self = { nodeName: this.nodeName, uplink, underlayIp };
 
-    this.dataplane = opts.dataplane ?? (await import("./kernel.js")).createKernelDataplane({
-      log: this.log,
-      registry: this.registry,
-      netns: opts.netns,
-      cniConfDir: opts.cniConfDir,
-      stateDir: opts.stateDir,
-      disableTxChecksumOffload: opts.disableTxChecksumOffload,
-    });
-
-    this.loop = new ApplyLoop<Tag>({
-      dataplane: this.dataplane,
-      log,
-      resyncIntervalMs: opts.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS,
-      onApplied: (item, report, reason) => this.afterApply(item, report, reason),
-      onFailed: (item, err, reason) => this.applyFailed(item, err, reason),
-    });
-
-    try {
-      const state = await loadState(opts.stateDir);
-      if (state) {
-        this.macs = state.vtepMacs;
-        this.subnets = state.subnets;
-        this.latest = { epoch: 0, config: configFromState(state) };
-        log.info({ revision: state.revision, networks: state.networks.map((n) => n.name), stateDir: opts.stateDir }, "restoring last applied config from the state dir");
-      }
-    } catch (err) {
-      // Unusable state must not keep the node off the network: the controller's snapshot replaces it.
-      log.error({ err: (err as Error).message }, "ignoring unreadable state file");
-    }
-
-    if (opts.metricsAddr) {
-      this.metricsServer = await startMetricsServer(opts.metricsAddr, this.registry, { ready: () => this.readyFlag });
-      log.info({ addr: opts.metricsAddr, port: this.metricsServer.port }, "metrics server listening");
-    }
-
-    this.loop.start();
-    if (this.latest) this.submitLatest();
-
+    // Join as early as possible: peers can program this node as soon as the controller has its MACs.
     this.connection = new ControllerConnection({
       addresses: opts.controllers,
       credentials: () => (opts.tls ? grpc.credentials.createSsl(opts.tls.ca, opts.tls.key, opts.tls.cert) : grpc.credentials.createInsecure()),
@@ -193,13 +212,73 @@ export class Agent {
       snapshotTimeoutMs: opts.snapshotTimeoutMs,
       onUpdate: (u, s) => this.onUpdate(u, s),
       onConnected: () => {
-        this.metrics.controllerConnected.set(1);
-        if (this.everConnected) this.metrics.reconnects.inc();
+        this.metrics?.controllerConnected.set(1);
+        if (this.everConnected) this.metrics?.reconnects.inc();
         this.everConnected = true;
       },
-      onDisconnected: () => this.metrics.controllerConnected.set(0),
+      onDisconnected: () => this.metrics?.controllerConnected.set(0),
     });
+
+    this.journal = new StateJournal({
+      stateDir: opts.stateDir,
+      compactAfterMs: opts.stateCompactMs,
+      snapshot: () => stateFromConfig(this.model.config, this.macs, this.subnets),
+      onError: (err) => log.error({ err: err.message, stateDir: opts.stateDir }, "could not persist the config; a restart without a controller would restore an older one"),
+    });
+    this.loop = new ApplyLoop<FlushResult>({
+      flush: (reason) => this.flush(reason),
+      log,
+      resyncIntervalMs: opts.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS,
+      retryBaseMs: opts.retryBaseMs,
+      onApplied: (r, reason) => this.afterApply(r, reason),
+      onFailed: (err, reason) => this.applyFailed(err, reason),
+    });
+
     this.connection.start();
+    log.debug({ sinceProcessStartMs: Math.round(performance.now()) }, "join sent");
+
+    const [{ newRegistry, prom, startMetricsServer }, { agentMetrics }] = await Promise.all([import("../metrics/index.js"), import("./metrics.js")]);
+    if (!this.reg) {
+      // Process metrics, but the event-loop lag sampled every second, not every 10 ms: that timer alone was most of an idle agent's CPU.
+      this.reg = newRegistry(false);
+      prom.collectDefaultMetrics({ register: this.reg, eventLoopMonitoringPrecision: 1000 });
+    }
+    this.metrics = agentMetrics(this.reg);
+    this.metrics.controllerConnected.set(this.connection.stream ? 1 : 0);
+    if (this.early.snapshot) this.metrics.updates.inc({ kind: "snapshot" }, this.early.snapshot);
+    if (this.early.delta) this.metrics.updates.inc({ kind: "delta" }, this.early.delta);
+
+    this.dataplaneReady = opts.dataplane
+      ? Promise.resolve(opts.dataplane)
+      : import("./kernel.js").then((k) =>
+          k.createKernelDataplane({
+            log: this.log,
+            registry: this.reg,
+            netns: opts.netns,
+            cniConfDir: opts.cniConfDir,
+            stateDir: opts.stateDir,
+            disableTxChecksumOffload: opts.disableTxChecksumOffload,
+            iptablesBackend: opts.iptablesBackend,
+            commandTimeoutMs: opts.commandTimeoutMs,
+          }),
+        );
+    this.dataplane = await this.dataplaneReady;
+    this.dataplane.prepare?.();
+
+    if (opts.metricsAddr) {
+      this.metricsServer = await startMetricsServer(opts.metricsAddr, this.registry, {
+        ready: () => this.readyFlag,
+        healthy: () => {
+          const why = this.unhealthy();
+          if (why) log.warn({ reason: why }, "healthz: unhealthy");
+          return !why;
+        },
+      });
+      log.info({ addr: opts.metricsAddr, port: this.metricsServer.port }, "metrics server listening");
+    }
+
+    this.loop.start();
+    if (this.model.config.networks.size > 0 || this.model.revision > 0) this.loop.submit();
     log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls }, "agent started");
   }
 
@@ -207,13 +286,15 @@ export class Agent {
   async stop(): Promise<void> {
     await this.connection?.stop();
     await this.loop?.stop();
+    this.dataplane?.close?.();
+    this.journal?.close();
     await this.metricsServer?.close();
     this.metricsServer = undefined;
-    this.metrics.controllerConnected.set(0);
+    this.metrics?.controllerConnected.set(0);
     this.log.info("agent stopped; dataplane left as it is");
   }
 
-  /** Re-applies the last applied state now instead of waiting for the resync timer. */
+  /** Reads the kernel back and repairs it now instead of waiting for the resync timer. */
   resync(): void {
     this.loop?.resync();
   }
@@ -224,7 +305,6 @@ export class Agent {
   }
 
   private joinRequest(): JoinRequest {
-    this.sentMacs = JSON.stringify(this.macs);
     return {
       nodeName: this.nodeName,
       underlayIp: this.self!.underlayIp,
@@ -237,78 +317,113 @@ export class Agent {
   }
 
   private onUpdate(u: ConfigUpdate, stream: StreamInfo): void {
-    const base = u.snapshot || !this.latest || this.latest.epoch !== stream.epoch ? emptyDesired() : this.latest.config;
-    const config = applyConfigUpdate(base, u);
-    this.metrics.updates.inc({ kind: u.snapshot ? "snapshot" : "delta" });
-    this.log.info(
-      u.snapshot
-        ? { revision: u.revision, networks: u.networks.length, peers: u.networks.reduce((s, n) => s + n.peers.length, 0), controller: stream.address }
-        : { revision: u.revision, networks: u.networks.length, removedNetworks: u.removedNetworks.length, peerUpdates: u.peerUpdates.length },
-      u.snapshot ? "snapshot received" : "delta received",
-    );
-    this.latest = { epoch: stream.epoch, config };
-    this.submitLatest();
+    // A new stream always starts with a snapshot, which replaces whatever came before.
+    if (this.metrics) this.metrics.updates.inc({ kind: u.snapshot ? "snapshot" : "delta" });
+    else this.early[u.snapshot ? "snapshot" : "delta"]++;
+    if (u.snapshot) {
+      this.log.info({ revision: u.revision, networks: u.networks.length, peers: u.networks.reduce((s, n) => s + n.peers.length, 0), controller: stream.address }, "snapshot received");
+    } else {
+      this.log.debug({ revision: u.revision, networks: u.networks.length, removedNetworks: u.removedNetworks.length, peerUpdates: u.peerUpdates.length }, "delta received");
+    }
+    // Journal first: once recorded, a kill at any later instant restores at least this.
+    this.journal?.record(u);
+    this.model.apply(u);
+    this.epoch = stream.epoch;
+    this.ensureMacs();
+    this.loop?.submit();
   }
 
-  private submitLatest(): void {
-    const tag = this.latest!;
-    const { desired, skippedNetworks, skippedPeers } = toNodeDesired(tag.config, this.self!, this.macs);
-    const skipped = JSON.stringify(skippedNetworks);
-    if (skipped !== this.lastSkipped) {
-      this.lastSkipped = skipped;
-      for (const s of skippedNetworks) this.log.error({ network: s.network, reason: s.reason }, "network not programmed");
+  /**
+   * Every network gets its VTEP MAC before its device exists: chosen once,
+   * persisted durably, then set at creation. A network new to this node is
+   * the only case where the controller has to be told after the Join.
+   */
+  private ensureMacs(): void {
+    const missing = [...this.model.config.networks.keys()].filter((n) => !this.macs[n]);
+    if (missing.length === 0) return;
+    for (const n of missing) this.macs[n] = randomMac();
+    try {
+      saveMacsSync(this.opts.stateDir, this.macs);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, "could not persist the VTEP MACs; they will change on the next restart");
     }
-    this.metrics.networksSkipped.set(skippedNetworks.length);
-    if (skippedPeers.length > 0) this.log.debug({ skippedPeers }, "peers left out until the controller sends them complete");
-    this.loop!.submit({ desired, revision: tag.config.revision, tag });
+    this.log.info({ vtepMacs: this.macs }, "VTEP MACs chosen for new networks: registering them with the controller");
+    this.connection?.rejoin();
   }
 
-  private async afterApply(item: ApplyItem<Tag>, report: ApplyReport, reason: ApplyReason): Promise<void> {
-    const { epoch } = item.tag;
-    const logFields = { revision: item.revision, reason, changes: report.changes, byKind: report.byKind, durationMs: Math.round(report.durationMs) };
-    if (reason === "resync" && report.changes === 0) this.log.debug(logFields, "resync: kernel matches");
-    else if (reason === "resync") this.log.warn(logFields, "resync repaired drift");
-    else this.log.info(logFields, "config applied");
-
-    // Devices created just now have MACs the controller (and the state file) must learn.
-    const actual = await this.dataplane!.vtepMacs().catch((err) => {
-      this.log.warn({ err: (err as Error).message }, "could not read the VTEP MACs; keeping the known ones");
-      return {} as Record<string, string>;
-    });
-    const macs: Record<string, string> = {};
-    for (const n of item.desired.networks) {
-      const mac = actual[n.name] ?? this.macs[n.name];
-      if (mac) macs[n.name] = mac;
+  /** Hands the coalesced changes to the dataplane, then flushes. */
+  private async flush(reason: ApplyReason): Promise<FlushResult> {
+    const dp = this.dataplane ?? (await this.dataplaneReady!);
+    const revision = this.model.revision;
+    const epoch = this.epoch;
+    const changes = this.model.takeChanges();
+    if (changes.networksChanged) {
+      const { specs, skipped } = toNetworkSpecs(this.model.config, this.macs);
+      const key = JSON.stringify(skipped);
+      if (key !== this.lastSkipped) {
+        this.lastSkipped = key;
+        for (const s of skipped) this.log.error({ network: s.network, reason: s.reason }, "network not programmed");
+      }
+      this.metrics?.networksSkipped.set(skipped.length);
+      dp.setNetworks(this.self!, specs);
+      const before = this.programmed;
+      this.programmed = new Map(specs.map((s) => [s.name, s]));
+      // A network the dataplane did not have: all its peers are new to it.
+      for (const s of specs) if (!before.has(s.name)) for (const node of this.model.config.networks.get(s.name)?.peers.keys() ?? []) addTo(changes.peers, s.name, node);
     }
-    const macsChanged = JSON.stringify(macs) !== JSON.stringify(this.macs);
-    this.macs = macs;
-    this.subnets = subnetsOf(item.desired);
-    this.metrics.setPeers(peerCounts(item.desired));
-
-    if (reason === "update" && epoch > 0) {
-      // The kernel holds this revision whether or not the file could be written: ack it anyway.
-      await saveState(this.opts.stateDir, stateFromConfig(item.tag.config, this.macs, this.subnets)).catch((err) =>
-        this.log.error({ err: (err as Error).message, stateDir: this.opts.stateDir }, "could not persist the applied config; a restart without a controller would restore an older one"),
-      );
-      this.applied = item.revision;
-      this.metrics.appliedRevision.set(item.revision);
-      this.connection?.ack(epoch, item.revision);
-      if (!this.readyFlag) {
-        this.readyFlag = true;
-        this.log.info({ revision: item.revision }, "first snapshot applied: ready");
+    for (const [network, nodes] of changes.peers) {
+      if (!this.programmed.has(network)) continue;
+      const peers = this.model.config.networks.get(network)?.peers;
+      for (const node of nodes) {
+        const p = node === this.nodeName ? undefined : peers?.get(node);
+        if (!p) {
+          dp.removePeer(network, node);
+          this.skippedPeers.delete(`${network}/${node}`);
+          continue;
+        }
+        const problem = dp.setPeer(network, p);
+        if (problem) {
+          // Logged once per reason; the peer comes back when the controller sends it complete.
+          const k = `${network}/${node}`;
+          if (this.skippedPeers.get(k) !== problem && this.skippedPeers.size < 10_000) this.log.warn({ network, node, reason: problem }, "peer not programmed");
+          this.skippedPeers.set(k, problem);
+        } else this.skippedPeers.delete(`${network}/${node}`);
       }
     }
-    if (JSON.stringify(this.macs) !== this.sentMacs) {
-      this.log.info({ vtepMacs: this.macs }, "VTEP MACs changed: registering them with the controller");
-      this.connection?.rejoin();
-    }
-    // Make the MACs part of the desired state, so a device recreated by a resync keeps its address.
-    if (macsChanged && item.desired.networks.some((n) => n.vtepMac !== this.macs[n.name]) && this.latest) this.submitLatest();
+    this.metrics?.peersSkipped.set(this.skippedPeers.size);
+    const report = await dp.flush(reason);
+    return { report, revision, epoch };
   }
 
-  private applyFailed(item: ApplyItem<Tag>, err: Error, reason: ApplyReason): void {
-    this.log.error({ revision: item.revision, reason, err: err.message }, "apply failed; will retry");
-    const stream = this.connection?.stream;
-    if (stream && item.tag.epoch === stream.epoch) this.connection!.ack(stream.epoch, this.applied, `revision ${item.revision}: ${err.message}`);
+  private afterApply({ report, revision, epoch }: FlushResult, reason: ApplyReason): void {
+    const logFields = { revision, reason, changes: report.changes, byKind: report.byKind, durationMs: Math.round(report.durationMs * 10) / 10, full: report.full };
+    if (reason === "resync" && report.changes === 0) this.log.debug(logFields, "resync: kernel matches");
+    else if (reason === "resync") this.log.warn(logFields, "resync repaired drift");
+    else if (report.changes > 0) this.log.info(logFields, "config applied");
+    this.subnets = Object.fromEntries([...this.programmed.values()].map((n) => [n.name, n.subnet]));
+    this.metrics?.setPeers(this.dataplane!.peerCounts());
+    // Each stream hears once per revision the kernel holds (a new stream too, for the same revision).
+    if (epoch > 0 && (revision !== this.applied || epoch !== this.ackedEpoch)) {
+      this.applied = revision;
+      this.ackedEpoch = epoch;
+      this.metrics?.appliedRevision.set(revision);
+      this.connection?.ack(epoch, revision);
+      if (!this.readyFlag && this.connection?.stream?.epoch === epoch) {
+        this.readyFlag = true;
+        this.log.info({ revision }, "first snapshot applied: ready");
+      }
+    }
   }
+
+  private applyFailed(err: Error, reason: ApplyReason): void {
+    this.log.error({ revision: this.model.revision, reason, err: err.message }, "apply failed; will retry");
+    const stream = this.connection?.stream;
+    if (stream && this.epoch === stream.epoch) this.connection!.ack(stream.epoch, this.applied, `revision ${this.model.revision}: ${err.message}`);
+  }
+}
+
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
 }

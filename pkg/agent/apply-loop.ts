@@ -1,56 +1,51 @@
-// The reconcile loop: one apply at a time, the latest desired state wins,
-// failures retried with capped backoff, and a periodic resync that lets the
-// dataplane repair drift. Knows nothing of gRPC: the agent feeds it items and
-// hears back through callbacks.
+// The reconcile loop: one flush at a time; whatever arrived meanwhile is
+// flushed next, coalesced (the dataplane holds it as pending keys); failures
+// retried with capped backoff; a periodic resync that reads the kernel back
+// and repairs drift. Knows nothing of gRPC or of the kernel: the agent gives
+// it a flush function and hears back through callbacks. It also keeps the
+// times the watchdog behind /healthz looks at.
 import type { Logger } from "../log/index.js";
 import { Backoff } from "../retry/index.js";
-import { sameDesired } from "./desired.js";
-import type { ApplyReason, ApplyReport, DataplanePort, NodeDesired } from "./dataplane-port.js";
+import type { ApplyReason } from "../dataplane/types.js";
 
-export interface ApplyItem<T = unknown> {
-  desired: NodeDesired;
-  /** Controller revision this state reflects (0: not from a controller). */
-  revision: number;
-  /** Whatever the caller needs back in the callbacks (stream epoch, config). */
-  tag: T;
-}
-
-export interface ApplyLoopOptions<T> {
-  dataplane: Pick<DataplanePort, "apply">;
+export interface ApplyLoopOptions<R> {
+  /** Writes what is pending (or, for "resync", everything). */
+  flush(reason: ApplyReason): Promise<R>;
   log: Logger;
   /** 0 disables the periodic resync. */
   resyncIntervalMs: number;
   retryBaseMs?: number;
   retryCapMs?: number;
   random?: () => number;
-  /** After a successful apply (or an update that changed nothing in the kernel's desired state). */
-  onApplied(item: ApplyItem<T>, report: ApplyReport, reason: ApplyReason): Promise<void> | void;
-  onFailed(item: ApplyItem<T>, err: Error, reason: ApplyReason): void;
+  onApplied(result: R, reason: ApplyReason): Promise<void> | void;
+  onFailed(err: Error, reason: ApplyReason): void;
+  now?: () => number;
 }
 
-const NO_CHANGES: ApplyReport = { changes: 0, byKind: {}, durationMs: 0 };
-
-export class ApplyLoop<T = unknown> {
-  /** What to apply next; a resync without an item means "whatever was applied last, when it starts". */
-  private pending?: { item?: ApplyItem<T>; reason: ApplyReason };
-  private applied?: ApplyItem<T>;
+export class ApplyLoop<R = unknown> {
+  /** Something waits to be flushed; "resync" wins over "update" (it covers it). */
+  private pending?: ApplyReason;
   private running?: Promise<void>;
   private retryTimer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
   private stopped = false;
-  /** False after a failed apply: the kernel may be anywhere between two states, so nothing counts as unchanged. */
-  private kernelMatchesApplied = false;
   private readonly backoff: Backoff;
-  /** Applies that reached the dataplane (not those skipped as unchanged). */
-  dataplaneCalls = 0;
+  private readonly now: () => number;
+  /** When the running flush started (watchdog). */
+  private runningSince?: number;
+  /** When the oldest change not yet handed to a flush arrived. */
+  private pendingSince?: number;
+  /** When the oldest change not yet successfully flushed arrived (watchdog; survives failed retries). */
+  private unappliedSince?: number;
+  /** When a flush last succeeded. */
+  lastSuccessAt?: number;
+  /** Flushes started. */
+  flushes = 0;
+  everApplied = false;
 
-  constructor(private readonly opts: ApplyLoopOptions<T>) {
+  constructor(private readonly opts: ApplyLoopOptions<R>) {
     this.backoff = new Backoff(opts.retryBaseMs ?? 250, opts.retryCapMs ?? 30_000, opts.random);
-  }
-
-  /** The last state that reached the kernel. */
-  get lastApplied(): ApplyItem<T> | undefined {
-    return this.applied;
+    this.now = opts.now ?? Date.now;
   }
 
   /** True while nothing is running, queued or waiting for a retry. */
@@ -62,18 +57,19 @@ export class ApplyLoop<T = unknown> {
     this.scheduleResync();
   }
 
-  /** Queues `item`, replacing anything queued before it. */
-  submit(item: ApplyItem<T>): void {
+  /** Something changed: flush it as soon as the running flush (if any) is done. */
+  submit(): void {
     if (this.stopped) return;
-    this.pending = { item, reason: "update" };
+    this.pendingSince ??= this.now();
+    this.unappliedSince ??= this.pendingSince;
+    this.pending ??= "update";
     this.kick();
   }
 
-  /** Re-applies the last applied state now (also what the timer does). */
+  /** Reads the kernel back and repairs everything now (also what the timer does); skipped while busy. */
   resync(): void {
-    if (this.stopped || !this.applied || this.pending || this.retryTimer || this.running) return;
-    // Not `this.applied` now: an apply may be running, and the resync must not bring back what it replaces.
-    this.pending = { reason: "resync" };
+    if (this.stopped || !this.everApplied || this.pending || this.retryTimer || this.running) return;
+    this.pending = "resync";
     this.kick();
   }
 
@@ -83,6 +79,19 @@ export class ApplyLoop<T = unknown> {
     clearTimeout(this.resyncTimer);
     this.retryTimer = undefined;
     await this.running;
+  }
+
+  /**
+   * Why the loop is unhealthy, or undefined: a flush running longer than
+   * `boundMs`, or changes pending longer than `boundMs` without a successful flush since.
+   */
+  stuck(boundMs: number): string | undefined {
+    const now = this.now();
+    if (this.runningSince !== undefined && now - this.runningSince > boundMs) return `an apply has been running for ${Math.round((now - this.runningSince) / 1000)} s`;
+    if (this.unappliedSince !== undefined && now - this.unappliedSince > boundMs) {
+      return `changes pending for ${Math.round((now - this.unappliedSince) / 1000)} s without a successful apply`;
+    }
+    return undefined;
   }
 
   private scheduleResync(): void {
@@ -96,47 +105,46 @@ export class ApplyLoop<T = unknown> {
   }
 
   private kick(): void {
-    // A waiting retry keeps its backoff even when newer state arrives: a
+    // A waiting retry keeps its backoff even when newer changes arrive: a
     // failing kernel must not be hammered by a stream of updates.
     if (this.stopped || this.running || this.retryTimer || !this.pending) return;
-    const { reason } = this.pending;
-    const item = this.pending.item ?? this.applied;
+    const reason = this.pending;
     this.pending = undefined;
-    if (!item) return;
-    this.running = this.run(item, reason).finally(() => {
+    // Changes arriving from here on are pending for the next flush.
+    this.pendingSince = undefined;
+    this.running = this.run(reason).finally(() => {
       this.running = undefined;
+      this.runningSince = undefined;
       this.kick();
     });
   }
 
-  private async run(item: ApplyItem<T>, reason: ApplyReason): Promise<void> {
-    let report: ApplyReport;
-    if (reason === "update" && this.kernelMatchesApplied && this.applied && sameDesired(this.applied.desired, item.desired)) {
-      report = NO_CHANGES;
-    } else {
-      try {
-        this.dataplaneCalls++;
-        report = await this.opts.dataplane.apply(item.desired, reason);
-      } catch (err) {
-        const error = err instanceof Error ? err : new Error(String(err));
-        this.kernelMatchesApplied = false;
-        // Retry whatever is newest when the timer fires: the failed item unless replaced meanwhile.
-        if (!this.pending) this.pending = { item, reason };
-        const delay = this.backoff.next();
-        this.opts.log.debug({ delayMs: Math.round(delay) }, "apply will be retried");
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = undefined;
-          this.kick();
-        }, delay);
-        this.opts.onFailed(item, error, reason);
-        return;
-      }
+  private async run(reason: ApplyReason): Promise<void> {
+    this.flushes++;
+    this.runningSince = this.now();
+    let result: R;
+    try {
+      result = await this.opts.flush(reason);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      // Retry when the timer fires; what failed stays pending (the dataplane re-reads the kernel then).
+      if (!this.pending || reason === "resync") this.pending = reason;
+      const delay = this.backoff.next();
+      this.opts.log.debug({ delayMs: Math.round(delay) }, "apply will be retried");
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.kick();
+      }, delay);
+      this.opts.onFailed(error, reason);
+      return;
     }
     this.backoff.reset();
-    this.applied = item;
-    this.kernelMatchesApplied = true;
+    this.lastSuccessAt = this.now();
+    // What arrived while this flush ran is still unapplied; everything before it is in the kernel.
+    this.unappliedSince = this.pendingSince;
+    this.everApplied = true;
     try {
-      await this.opts.onApplied(item, report, reason);
+      await this.opts.onApplied(result, reason);
     } catch (err) {
       this.opts.log.error({ err: String(err) }, "after-apply step failed");
     }

@@ -2,7 +2,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log/index.js";
-import type { DataplanePort } from "./dataplane-port.js";
+import type { DataplanePort } from "../dataplane/types.js";
 import { removeState, statePath } from "./state.js";
 
 /** Where CNI host-local keeps its allocations, under the state dir (so agents sharing a machine do not collide). */

@@ -1,8 +1,11 @@
-// From the controller's view (DesiredConfig, built by pkg/api's
-// applyConfigUpdate) to what the dataplane programs (NodeDesired). Pure.
-import type { DesiredConfig, DesiredNetwork } from "../api/index.js";
-import { isIPv4, normalizeMac, parseCidr } from "../ip/index.js";
-import type { NetworkDesired, NodeDesired, PeerSpec } from "./dataplane-port.js";
+// From the controller's updates to what the dataplane programs. The config is
+// kept in place (no copy per update) together with what changed since the
+// dataplane last heard: whether any network's spec changed, and which peers.
+// Raw updates are coalesced here; each changed peer is converted once, when
+// the next flush starts. Pure.
+import type { ConfigUpdate, DesiredConfig, DesiredNetwork, NetworkConfig, Peer } from "../api/index.js";
+import { normalizeMac, parseCidr } from "../ip/index.js";
+import type { NetworkSpec } from "../dataplane/types.js";
 
 export interface NodeIdentity {
   nodeName: string;
@@ -16,19 +19,6 @@ export interface SkippedNetwork {
   reason: string;
 }
 
-/** A peer left out of a network, and why (it comes back once the controller sends it complete). */
-export interface SkippedPeer {
-  network: string;
-  node: string;
-  reason: string;
-}
-
-export interface Conversion {
-  desired: NodeDesired;
-  skippedNetworks: SkippedNetwork[];
-  skippedPeers: SkippedPeer[];
-}
-
 function cidrProblem(value: string): string | undefined {
   try {
     parseCidr(value);
@@ -38,25 +28,10 @@ function cidrProblem(value: string): string | undefined {
   }
 }
 
-/** Why `peer` cannot be programmed, or undefined when it can. */
-export function peerProblem(peer: { nodeName: string; underlayIp: string; vtepMac: string; subnet: string }): string | undefined {
-  if (!peer.nodeName) return "node_name is empty";
-  if (!isIPv4(peer.underlayIp)) return `underlay_ip "${peer.underlayIp}" is not an IPv4 address`;
-  // A peer whose device does not exist yet has no MAC: no entries until it has one.
-  if (!peer.vtepMac) return "vtep_mac is not known yet";
-  if (!normalizeMac(peer.vtepMac)) return `vtep_mac "${peer.vtepMac}" is not a unicast MAC address`;
-  if (!peer.subnet) return "subnet is empty";
-  const p = cidrProblem(peer.subnet);
-  return p ? `subnet: ${p}` : undefined;
-}
+type NetworkFields = Omit<NetworkConfig, "peers">;
 
-/** Converts one network; returns a reason string instead when it cannot be programmed. */
-export function toNetworkDesired(
-  net: DesiredNetwork,
-  self: NodeIdentity,
-  vtepMac: string | undefined,
-  skippedPeers: SkippedPeer[] = [],
-): NetworkDesired | string {
+/** Converts one network's spec; returns a reason string instead when it cannot be programmed. */
+export function toNetworkSpec(net: NetworkFields, vtepMac: string | undefined): NetworkSpec | string {
   if (!net.subnet) return net.error ? `no subnet: ${net.error}` : "no subnet assigned";
   if (net.mode !== "routed" && net.mode !== "switched") return `mode "${net.mode}" is neither routed nor switched`;
   if (!Number.isInteger(net.vni) || net.vni < 1 || net.vni > 16_777_215) return `vni ${net.vni} is outside 1..16777215`;
@@ -66,18 +41,7 @@ export function toNetworkDesired(
   if (subnet) return `subnet: ${subnet}`;
   if (net.mtu < 68 || net.mtu > 65535) return `mtu ${net.mtu} is outside 68..65535`;
   if (net.port < 1 || net.port > 65535) return `port ${net.port} is outside 1..65535`;
-
-  const peers: PeerSpec[] = [];
-  for (const p of [...net.peers.values()].sort((a, b) => a.nodeName.localeCompare(b.nodeName))) {
-    if (p.nodeName === self.nodeName) continue;
-    const problem = peerProblem(p);
-    if (problem) {
-      skippedPeers.push({ network: net.name, node: p.nodeName, reason: problem });
-      continue;
-    }
-    peers.push({ nodeName: p.nodeName, underlayIp: p.underlayIp, vtepMac: normalizeMac(p.vtepMac)!, subnet: p.subnet });
-  }
-  const out: NetworkDesired = {
+  const out: NetworkSpec = {
     name: net.name,
     vni: net.vni,
     cidr: net.cidr,
@@ -88,7 +52,6 @@ export function toNetworkDesired(
     isolated: net.isolated,
     isDefault: net.default,
     subnet: net.subnet,
-    peers,
   };
   const mac = vtepMac ? normalizeMac(vtepMac) : undefined;
   if (mac) out.vtepMac = mac;
@@ -96,39 +59,120 @@ export function toNetworkDesired(
 }
 
 /**
- * The node's whole desired dataplane. `vtepMacs` are the MACs the agent keeps
- * for its own devices (persisted, or read from the kernel). When no network
- * is marked default and there is exactly one, that one gets the conflist.
+ * Every network's spec. When no network is marked default and there is
+ * exactly one, that one gets the conflist; of several marked, the first by name.
  */
-export function toNodeDesired(config: DesiredConfig, self: NodeIdentity, vtepMacs: Record<string, string>): Conversion {
-  const skippedNetworks: SkippedNetwork[] = [];
-  const skippedPeers: SkippedPeer[] = [];
-  const networks: NetworkDesired[] = [];
+export function toNetworkSpecs(config: DesiredConfig, vtepMacs: Record<string, string>): { specs: NetworkSpec[]; skipped: SkippedNetwork[] } {
+  const skipped: SkippedNetwork[] = [];
+  const specs: NetworkSpec[] = [];
   for (const net of [...config.networks.values()].sort((a, b) => a.name.localeCompare(b.name))) {
-    const r = toNetworkDesired(net, self, vtepMacs[net.name], skippedPeers);
-    if (typeof r === "string") skippedNetworks.push({ network: net.name, reason: r });
-    else networks.push(r);
+    const r = toNetworkSpec(net, vtepMacs[net.name]);
+    if (typeof r === "string") skipped.push({ network: net.name, reason: r });
+    else specs.push(r);
   }
-  const defaults = networks.filter((n) => n.isDefault);
-  if (defaults.length === 0 && networks.length === 1) networks[0].isDefault = true;
-  if (defaults.length > 1) {
-    // Only one conflist can be 10-weft.conflist: the first by name wins, deterministically.
-    for (const n of defaults.slice(1)) n.isDefault = false;
+  const defaults = specs.filter((n) => n.isDefault);
+  if (defaults.length === 0 && specs.length === 1) specs[0].isDefault = true;
+  for (const n of defaults.slice(1)) n.isDefault = false;
+  return { specs, skipped };
+}
+
+const samePeer = (a: Peer | undefined, b: Peer | undefined) =>
+  !!a && !!b && a.underlayIp === b.underlayIp && a.vtepMac === b.vtepMac && a.subnet === b.subnet;
+
+const sameFields = (a: NetworkFields, b: NetworkFields) =>
+  a.vni === b.vni && a.cidr === b.cidr && a.mode === b.mode && a.mtu === b.mtu && a.port === b.port && a.natOutgoing === b.natOutgoing &&
+  a.isolated === b.isolated && a.default === b.default && a.subnet === b.subnet && a.error === b.error;
+
+export interface PendingChanges {
+  networksChanged: boolean;
+  /** network -> node names whose peer entry changed (added, replaced or removed). */
+  peers: Map<string, Set<string>>;
+}
+
+/** The controller's config for this node, updated in place, with the changes not yet handed on. */
+export class ConfigModel {
+  readonly config: DesiredConfig = { revision: 0, networks: new Map() };
+  private changes: PendingChanges = { networksChanged: true, peers: new Map() };
+
+  constructor(initial?: DesiredConfig) {
+    if (initial) {
+      this.config.revision = initial.revision;
+      for (const [name, n] of initial.networks) {
+        this.config.networks.set(name, { ...n, peers: new Map(n.peers) });
+        for (const node of n.peers.keys()) this.touch(name, node);
+      }
+    }
   }
-  return { desired: { uplink: self.uplink, underlayIp: self.underlayIp, networks }, skippedNetworks, skippedPeers };
-}
 
-/** Own subnet per programmed network: what the agent sends back as previous_subnets. */
-export function subnetsOf(desired: NodeDesired): Record<string, string> {
-  return Object.fromEntries(desired.networks.map((n) => [n.name, n.subnet]));
-}
+  get revision(): number {
+    return this.config.revision;
+  }
 
-/** Peer count per network (for the weft_agent_peers gauge). */
-export function peerCounts(desired: NodeDesired): Record<string, number> {
-  return Object.fromEntries(desired.networks.map((n) => [n.name, n.peers.length]));
-}
+  private touch(network: string, node: string): void {
+    let s = this.changes.peers.get(network);
+    if (!s) this.changes.peers.set(network, (s = new Set()));
+    s.add(node);
+  }
 
-/** Stable comparison of two desired states, so an unchanged update costs no kernel work. */
-export function sameDesired(a: NodeDesired | undefined, b: NodeDesired | undefined): boolean {
-  return a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b);
+  /** Marks every peer of `network` changed (it was just handed to the dataplane anew). */
+  touchNetwork(network: string): void {
+    for (const node of this.config.networks.get(network)?.peers.keys() ?? []) this.touch(network, node);
+  }
+
+  /** Applies a snapshot or delta in place. O(what the update carries). */
+  apply(u: ConfigUpdate): void {
+    const nets = this.config.networks;
+    if (u.snapshot) {
+      const incoming = new Map(u.networks.map((n) => [n.name, n]));
+      for (const [name, old] of [...nets]) {
+        if (!incoming.has(name)) this.removeNetwork(name, old);
+      }
+    }
+    for (const name of u.removedNetworks) {
+      const old = nets.get(name);
+      if (old) this.removeNetwork(name, old);
+    }
+    for (const c of u.networks) this.putNetwork(c);
+    for (const pu of u.peerUpdates) {
+      const net = nets.get(pu.network);
+      if (!net || !pu.peer) continue;
+      const name = pu.peer.nodeName;
+      if (pu.removed) {
+        if (net.peers.delete(name)) this.touch(pu.network, name);
+      } else if (!samePeer(net.peers.get(name), pu.peer)) {
+        net.peers.set(name, pu.peer);
+        this.touch(pu.network, name);
+      }
+    }
+    this.config.revision = Math.max(u.snapshot ? 0 : this.config.revision, u.revision);
+  }
+
+  private removeNetwork(name: string, old: DesiredNetwork): void {
+    this.config.networks.delete(name);
+    this.changes.networksChanged = true;
+    for (const node of old.peers.keys()) this.touch(name, node);
+  }
+
+  private putNetwork(c: NetworkConfig): void {
+    const old = this.config.networks.get(c.name);
+    const { peers: list, ...fields } = c;
+    const peers = new Map(list.map((p) => [p.nodeName, p]));
+    if (!old || !sameFields(old, fields)) this.changes.networksChanged = true;
+    for (const [node, p] of peers) if (!samePeer(old?.peers.get(node), p)) this.touch(c.name, node);
+    for (const node of old?.peers.keys() ?? []) if (!peers.has(node)) this.touch(c.name, node);
+    this.config.networks.set(c.name, { ...fields, peers });
+  }
+
+  /** What changed since the last call; the model starts collecting afresh. */
+  takeChanges(): PendingChanges {
+    const c = this.changes;
+    this.changes = { networksChanged: false, peers: new Map() };
+    return c;
+  }
+
+  /** Puts changes back (the flush that took them did not run). */
+  restoreChanges(c: PendingChanges): void {
+    if (c.networksChanged) this.changes.networksChanged = true;
+    for (const [net, nodes] of c.peers) for (const n of nodes) this.touch(net, n);
+  }
 }

@@ -10,6 +10,7 @@ export interface AgentMetrics {
   reconnects: prom.Counter;
   updates: prom.Counter<"kind">;
   networksSkipped: prom.Gauge;
+  peersSkipped: prom.Gauge;
   /** Sets the peers gauge to exactly these networks, dropping networks that are gone. */
   setPeers(counts: Record<string, number>): void;
 }
@@ -21,6 +22,7 @@ export function agentMetrics(registry: Registry): AgentMetrics {
   const reconnects = new prom.Counter({ name: "weft_agent_reconnects_total", help: "Join streams that delivered a snapshot after the first one did (reconnections to a controller)", registers: [registry] });
   const updates = new prom.Counter({ name: "weft_agent_config_updates_total", help: "Config updates received from the controller, by kind (snapshot, delta)", labelNames: ["kind"] as const, registers: [registry] });
   const networksSkipped = new prom.Gauge({ name: "weft_agent_networks_unprogrammed", help: "Networks the node belongs to but cannot program (no subnet, invalid config); see the log for why", registers: [registry] });
+  const peersSkipped = new prom.Gauge({ name: "weft_agent_peers_unprogrammed", help: "Peers the controller sent that are not programmed (incomplete, malformed or clashing with another peer); see the log for why", registers: [registry] });
   let known = new Set<string>();
   return {
     controllerConnected,
@@ -29,6 +31,7 @@ export function agentMetrics(registry: Registry): AgentMetrics {
     reconnects,
     updates,
     networksSkipped,
+    peersSkipped,
     setPeers(counts) {
       for (const n of known) if (!(n in counts)) peers.remove({ network: n });
       for (const [n, c] of Object.entries(counts)) peers.set({ network: n }, c);

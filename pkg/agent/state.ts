@@ -1,13 +1,24 @@
-// The agent's memory across restarts: the last config it applied and its own
-// VTEP MACs. A restart while the controller is down re-applies exactly this
-// (fail static), and the MACs keep recreated devices' addresses stable so
+// The agent's memory across restarts: the controller's config for this node
+// and its own VTEP MACs. A restart while the controller is down re-applies
+// exactly this (fail static), and the MACs keep devices' addresses stable so
 // peers' FDB/neighbour entries stay right (flannel#1795).
+//
+// Cost per update is O(change) and restart-safe at any instant: every update
+// is appended to a journal (one write, before it reaches the kernel) and the
+// whole state is rewritten atomically only now and then (debounced
+// compaction), after which the journal starts over. Loading replays the
+// journal on the snapshot; a torn last line (killed mid-write) is ignored.
+// The MACs live in their own small file, written with fsync before a device
+// is created, so the first Join after any restart carries them.
+import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { NetworkConfig, type DesiredConfig, type DesiredNetwork } from "../api/index.js";
+import { applyConfigUpdate, ConfigUpdate, NetworkConfig, type DesiredConfig, type DesiredNetwork } from "../api/index.js";
 import { normalizeMac } from "../ip/index.js";
 
 export const STATE_FILE = "agent-state.json";
+export const JOURNAL_FILE = "agent-state.journal";
+export const MACS_FILE = "vtep-macs.json";
 const FORMAT = 1;
 
 export interface PersistedState {
@@ -88,22 +99,157 @@ export async function saveState(stateDir: string, state: PersistedState): Promis
   await fs.rename(tmp, file);
 }
 
-/** The saved state, or undefined when there is none. Throws when the file exists but is unusable. */
+/** The saved state (snapshot + journal + MACs), or undefined when there is none. Throws when the snapshot exists but is unusable. */
 export async function loadState(stateDir: string): Promise<PersistedState | undefined> {
-  let text: string;
-  try {
-    text = await fs.readFile(statePath(stateDir), "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+  let state: PersistedState | undefined;
+  const text = await fs.readFile(statePath(stateDir), "utf8").catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return undefined;
     throw err;
+  });
+  if (text !== undefined) {
+    try {
+      state = parseState(text);
+    } catch (err) {
+      throw new Error(`${statePath(stateDir)}: ${(err as Error).message}`);
+    }
   }
+  const journal = await fs.readFile(path.join(stateDir, JOURNAL_FILE), "utf8").catch(() => "");
+  const macs = await loadMacs(stateDir);
+  if (!state && !journal && Object.keys(macs).length === 0) return undefined;
+  state ??= { revision: 0, networks: [], vtepMacs: {}, subnets: {} };
+  if (journal) {
+    let config = configFromState(state);
+    for (const line of journal.split("\n")) {
+      if (!line) continue;
+      let update: ConfigUpdate;
+      try {
+        update = ConfigUpdate.fromJSON(JSON.parse(line));
+      } catch {
+        continue; // the torn tail of a write the process was killed in
+      }
+      config = applyConfigUpdate(config, update);
+    }
+    state = stateFromConfig(config, state.vtepMacs, state.subnets);
+    for (const n of state.networks) if (n.subnet) state.subnets[n.name] = n.subnet;
+  }
+  state.vtepMacs = { ...state.vtepMacs, ...macs };
+  return state;
+}
+
+/** The persisted VTEP MACs (network name -> MAC); a bad entry is dropped, not fatal. */
+export async function loadMacs(stateDir: string): Promise<Record<string, string>> {
+  const text = await fs.readFile(path.join(stateDir, MACS_FILE), "utf8").catch(() => "");
+  if (!text) return {};
   try {
-    return parseState(text);
-  } catch (err) {
-    throw new Error(`${statePath(stateDir)}: ${(err as Error).message}`);
+    const o = JSON.parse(text) as unknown;
+    if (typeof o !== "object" || o === null || Array.isArray(o)) return {};
+    return Object.fromEntries(Object.entries(o).filter((e): e is [string, string] => typeof e[1] === "string" && !!normalizeMac(e[1])));
+  } catch {
+    return {};
+  }
+}
+
+/** Writes the MACs durably (temp file, fsync, rename) before any device is created with them. Synchronous: it is tiny and must precede the kernel. */
+export function saveMacsSync(stateDir: string, macs: Record<string, string>): void {
+  fsSync.mkdirSync(stateDir, { recursive: true });
+  const file = path.join(stateDir, MACS_FILE);
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = fsSync.openSync(tmp, "w", 0o600);
+  try {
+    fsSync.writeSync(fd, JSON.stringify(macs) + "\n");
+    fsSync.fsyncSync(fd);
+  } finally {
+    fsSync.closeSync(fd);
+  }
+  fsSync.renameSync(tmp, file);
+}
+
+/** Random locally administered unicast MAC (02-style), as flannel and the kernel choose one. */
+export function randomMac(random: () => number = Math.random): string {
+  const b = Array.from({ length: 6 }, () => Math.floor(random() * 256));
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
+export interface JournalOptions {
+  stateDir: string;
+  /** Compaction runs this long after the first update since the last one (default 2 s). */
+  compactAfterMs?: number;
+  /** The whole state to write at compaction. */
+  snapshot: () => PersistedState;
+  onError: (err: Error) => void;
+}
+
+/** Appends each update before it is applied; compacts into the state file on a debounce. */
+export class StateJournal {
+  private fd?: number;
+  private timer?: NodeJS.Timeout;
+  private readonly file: string;
+  /** Bytes appended since the last compaction. */
+  pendingBytes = 0;
+
+  constructor(private readonly opts: JournalOptions) {
+    this.file = path.join(opts.stateDir, JOURNAL_FILE);
+  }
+
+  /** One synchronous append: once it returns, a SIGKILL cannot lose the update (the page cache survives the process). */
+  record(update: ConfigUpdate): void {
+    try {
+      if (this.fd === undefined) {
+        fsSync.mkdirSync(this.opts.stateDir, { recursive: true });
+        this.fd = fsSync.openSync(this.file, "a", 0o600);
+      }
+      const line = JSON.stringify(ConfigUpdate.toJSON(update)) + "\n";
+      fsSync.writeSync(this.fd, line);
+      this.pendingBytes += line.length;
+    } catch (err) {
+      this.opts.onError(err as Error);
+    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.compact();
+    }, this.opts.compactAfterMs ?? 2000);
+    this.timer.unref?.();
+  }
+
+  /** The whole state to the state file (atomic, fsynced), then the journal starts over. Synchronous so no append falls in between. */
+  compact(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    try {
+      const file = statePath(this.opts.stateDir);
+      const tmp = `${file}.${process.pid}.tmp`;
+      const fd = fsSync.openSync(tmp, "w", 0o600);
+      try {
+        fsSync.writeSync(fd, serializeState(this.opts.snapshot()));
+        fsSync.fsyncSync(fd);
+      } finally {
+        fsSync.closeSync(fd);
+      }
+      fsSync.renameSync(tmp, file);
+      if (this.fd !== undefined) fsSync.ftruncateSync(this.fd, 0);
+      else fsSync.rmSync(this.file, { force: true });
+      this.pendingBytes = 0;
+    } catch (err) {
+      this.opts.onError(err as Error);
+    }
+  }
+
+  /** Compacts what is pending and closes the journal. */
+  close(): void {
+    if (this.pendingBytes > 0) this.compact();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.fd !== undefined) fsSync.closeSync(this.fd);
+    this.fd = undefined;
   }
 }
 
 export async function removeState(stateDir: string): Promise<void> {
-  await fs.rm(statePath(stateDir), { force: true });
+  for (const f of [STATE_FILE, JOURNAL_FILE, MACS_FILE]) await fs.rm(path.join(stateDir, f), { force: true });
 }

@@ -1,5 +1,9 @@
-// Makes one node's kernel match a NodeDesired: read back, diff, write only the
-// difference in three batches, then NAT/filter rules and the CNI conflist.
+// Makes one node's kernel match what the agent wants, in Felix's shape: the
+// desired state is held here (network specs, and per VXLAN device a PeerTable
+// of desired and known-kernel entries), setters only mark keys pending, and a
+// flush writes the commands for the pending keys. The kernel is read back and
+// everything diffed only at start, on a resync, after any failure and when a
+// network's spec changes (rare; devices, rules and the conflist hang off it).
 import fs from "node:fs/promises";
 import path from "node:path";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
@@ -7,10 +11,12 @@ import { buildConflist, removeConflist, writeConflist } from "../cni/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
-import { parseSave, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
-import { desiredCounts, effectiveMtu, isWeftLink, partialPeerCleanup, planChanges, planSize, projectState, vxlanName, wantedByNetwork, type KernelState, type Plan, type WantedByNetwork } from "./plan.js";
+import { detectIptablesBackend, type BackendDetection, type IptablesBackendChoice } from "./iptables-backend.js";
+import { parseSave, readOwnRules, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
+import { PeerTable, type PeerPlan } from "./peers.js";
+import { effectiveMtu, isWeftLink, kernelPeersFor, mergePlans, partialPeerCleanup, planDevices, planSize, vxlanName, type Plan } from "./plan.js";
 import { readKernel } from "./read.js";
-import type { ApplyReason, ApplyReport, NodeDesired } from "./types.js";
+import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
 
 export interface DataplaneOptions {
   log: Logger;
@@ -24,10 +30,14 @@ export interface DataplaneOptions {
   stateDir: string;
   /** flannel#1279: turn off tx checksum offload on VXLAN devices (old kernels with --random-fully). */
   disableTxChecksumOffload?: boolean;
-  /** Attempts per apply before giving up (netlink can fail transiently, e.g. ENOBUFS). */
+  /** Attempts per full apply before giving up (netlink can fail transiently, e.g. ENOBUFS). */
   attempts?: number;
   /** Runs the commands; tests inject failures by wrapping it. Default: a Runner for `netns`. */
   runner?: Runner;
+  /** iptables backend: "auto" (default) detects the one holding the host's rules. */
+  iptablesBackend?: IptablesBackendChoice;
+  /** Timeout of every kernel command (default 10 s). */
+  commandTimeoutMs?: number;
 }
 
 interface Metrics {
@@ -36,35 +46,49 @@ interface Metrics {
   failures: Counter;
   repairs: Counter;
   lastSuccess: Gauge;
+  backend: Gauge;
+  timeouts: Counter;
 }
 
-function registerMetrics(registry: Registry): Metrics {
+function registerMetrics(registry: Registry, liveTimeouts: () => void): Metrics {
   return {
     entries: new Gauge({ name: "weft_agent_kernel_entries", help: "Kernel objects Weft holds on this node, by kind", labelNames: ["kind"], registers: [registry] }),
-    duration: new Histogram({ name: "weft_agent_apply_duration_seconds", help: "Time to read, diff and program the kernel", labelNames: ["reason"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
+    duration: new Histogram({ name: "weft_agent_apply_duration_seconds", help: "Time to program the kernel, by reason (update: pending changes only; resync: read back and diff)", labelNames: ["reason"], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] }),
     failures: new Counter({ name: "weft_agent_apply_failures_total", help: "Applies that failed after retries", registers: [registry] }),
     repairs: new Counter({ name: "weft_agent_drift_repairs_total", help: "Kernel entries restored or removed by a periodic resync (drift), by kind", labelNames: ["kind"], registers: [registry] }),
     lastSuccess: new Gauge({ name: "weft_agent_last_apply_success_timestamp_seconds", help: "Unix time of the last successful apply", registers: [registry] }),
+    backend: new Gauge({ name: "weft_agent_iptables_backend", help: "1 for the iptables backend Weft writes to (legacy or nft) and whether --random-fully is used", labelNames: ["backend", "random_fully"], registers: [registry] }),
+    // Brought up to date on every scrape: a hung command must show while the apply is still stuck.
+    timeouts: new Counter({ name: "weft_agent_kernel_command_timeouts_total", help: "Kernel commands killed after the command timeout", registers: [registry], collect: liveTimeouts }),
   };
 }
 
-export class Dataplane {
+const NOTHING: Omit<ApplyReport, "durationMs" | "full"> = { changes: 0, byKind: {} };
+
+export class Dataplane implements DataplanePort {
   private readonly run: Runner;
   private readonly log: Logger;
   private readonly metrics?: Metrics;
-  private last?: NodeDesired;
+  private node?: NodeSpec;
+  private networks: NetworkSpec[] = [];
+  private specKey = "";
+  /** Per network name. */
+  private readonly tables = new Map<string, PeerTable>();
+  /** Start, any failure, a changed network spec: the next flush reads the kernel and diffs everything. */
+  private needFull = true;
+  private specsChanged = true;
   private forwardingChecked = false;
-  private rulesWritten?: string;
+  private backend?: BackendDetection & { randomFully: boolean };
   private queue: Promise<unknown> = Promise.resolve();
-  /** What the kernel holds after the last successful apply (see programKernel). */
-  private model?: KernelState;
   private offloadWarned = false;
-  private readonly skippedWarned = new Set<string>();
+  private timeoutsSeen = 0;
+  /** Full applies done (start, resyncs, after failures); tests and benchmarks read it. */
+  fullApplies = 0;
 
   constructor(private readonly opts: DataplaneOptions) {
-    this.run = opts.runner ?? new Runner(opts.netns);
+    this.run = opts.runner ?? new Runner(opts.netns, { timeoutMs: opts.commandTimeoutMs });
     this.log = opts.log;
-    this.metrics = opts.registry ? registerMetrics(opts.registry) : undefined;
+    this.metrics = opts.registry ? registerMetrics(opts.registry, () => this.updateTimeouts()) : undefined;
   }
 
   /** Interface holding the default route. */
@@ -81,149 +105,301 @@ export class Dataplane {
     return { mtu: link.mtu, mac: link.address, ipv4: link.addr_info?.find((a) => a.family === "inet")?.local };
   }
 
-  async apply(desired: NodeDesired, reason: ApplyReason = "update"): Promise<ApplyReport> {
-    return this.serialized(() => this.applyNow(desired, reason));
+  // --- desired state (synchronous, O(change)) ---
+
+  setNetworks(node: NodeSpec, networks: NetworkSpec[]): void {
+    const sorted = [...networks].sort((a, b) => a.name.localeCompare(b.name));
+    // Network specs are a handful of small objects: comparing them whole is cheap (peers are never part of this).
+    const key = JSON.stringify([node.uplink, node.underlayIp, sorted.map((n) => [n.name, n.vni, n.cidr, n.mode, n.mtu, n.port, n.natOutgoing, n.isolated, n.isDefault, n.subnet, n.vtepMac ?? ""])]);
+    if (key === this.specKey) return;
+    this.specKey = key;
+    this.node = { uplink: node.uplink, underlayIp: node.underlayIp };
+    this.networks = sorted.map((n) => ({ ...n, vtepMac: n.vtepMac?.toLowerCase() }));
+    const names = new Set(sorted.map((n) => n.name));
+    for (const name of [...this.tables.keys()]) if (!names.has(name)) this.tables.delete(name);
+    for (const n of sorted) {
+      const dev = vxlanName(n.vni);
+      const t = this.tables.get(n.name);
+      if (t && t.dev === dev) continue;
+      const fresh = new PeerTable(dev);
+      for (const p of t?.specs() ?? []) fresh.set(p);
+      this.tables.set(n.name, fresh);
+    }
+    this.specsChanged = true;
   }
 
-  /** Two overlapping applies would diff against each other's half-written state: one at a time. */
+  setPeer(network: string, peer: PeerSpec): PeerProblem {
+    const t = this.tables.get(network);
+    if (!t) return `network ${network} is not known to the dataplane`;
+    return t.set(peer);
+  }
+
+  removePeer(network: string, nodeName: string): void {
+    this.tables.get(network)?.remove(nodeName);
+  }
+
+  clearPeers(network: string): void {
+    this.tables.get(network)?.clear();
+  }
+
+  get dirty(): boolean {
+    return this.needFull || this.specsChanged || [...this.tables.values()].some((t) => t.dirty);
+  }
+
+  peerCounts(): Record<string, number> {
+    return Object.fromEntries([...this.tables].map(([name, t]) => [name, t.size]));
+  }
+
+  stuckSeconds(): number {
+    return this.run.stuckSeconds();
+  }
+
+  /** Node names of a network's programmed peers (tests, the agent's view). */
+  peersOf(network: string): string[] {
+    return [...(this.tables.get(network)?.nodes() ?? [])];
+  }
+
+  // --- writing ---
+
+  /** One-shot form: makes the desired state exactly `desired`, then flushes. O(peers); the agent uses the setters. */
+  async apply(desired: NodeDesired, reason: ApplyReason = "update"): Promise<ApplyReport> {
+    this.setNetworks(desired, desired.networks);
+    for (const n of desired.networks) {
+      const keep = new Set(n.peers.map((p) => p.nodeName));
+      for (const node of this.peersOf(n.name)) if (!keep.has(node)) this.removePeer(n.name, node);
+      for (const p of n.peers) this.setPeer(n.name, p);
+    }
+    return this.flush(reason);
+  }
+
+  flush(reason: ApplyReason = "update"): Promise<ApplyReport> {
+    return this.serialized(() => this.flushNow(reason));
+  }
+
+  /** Two overlapping flushes would plan against each other's half-written state: one at a time. */
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.queue.then(fn, fn);
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async applyNow(desired: NodeDesired, reason: ApplyReason): Promise<ApplyReport> {
+  private async flushNow(reason: ApplyReason): Promise<ApplyReport> {
     const t0 = performance.now();
-    const byKind: Record<string, number> = {};
-    const add = (k: string, n: number) => n > 0 && (byKind[k] = (byKind[k] ?? 0) + n);
-    const wanted = wantedByNetwork(desired);
+    if (!this.node) return { ...NOTHING, durationMs: 0, full: false };
+    const full = reason === "resync" || this.needFull || this.specsChanged;
     try {
-      // NAT/filter rules and forwarding do not depend on the devices: they are done alongside.
-      // allSettled: a failed rule write must not return while the kernel batches still run.
-      const settled = await Promise.allSettled([this.programKernel(desired, reason, wanted), this.applyRules(desired, reason), this.applyForwarding(reason)]);
-      for (const r of settled) if (r.status === "rejected") throw r.reason;
-      const kernel = (settled[0] as PromiseFulfilledResult<Awaited<ReturnType<Dataplane["programKernel"]>>>).value;
-      const rules = (settled[1] as PromiseFulfilledResult<number>).value;
-      for (const [k, n] of Object.entries(kernel.byKind)) add(k, n);
-      add("rule", rules);
-      add("file", await this.applyConflist(desired, kernel.uplinkMtu));
-      // Offload settings live and die with the device: only new devices (or a resync) need it.
-      if (this.opts.disableTxChecksumOffload && ((kernel.byKind.device ?? 0) > 0 || reason === "resync" || !this.last)) await this.disableOffload(desired);
-      this.warnSkippedPeers(desired, wanted);
-      this.last = desired;
-      this.updateEntryMetrics(desired, wanted);
+      const byKind = full ? await this.writeFull(reason) : await this.writeDelta();
+      this.needFull = false;
       const changes = Object.values(byKind).reduce((a, b) => a + b, 0);
       if (reason === "resync") for (const [k, n] of Object.entries(byKind)) this.metrics?.repairs.inc({ kind: k }, n);
       const durationMs = performance.now() - t0;
-      this.metrics?.duration.observe({ reason }, durationMs / 1000);
-      this.metrics?.lastSuccess.set(Date.now() / 1000);
-      return { changes, byKind, durationMs };
+      this.updateMetrics(reason, durationMs);
+      return { changes, byKind, durationMs, full };
     } catch (err) {
-      this.model = undefined;
+      this.needFull = true;
       this.metrics?.failures.inc();
+      this.updateTimeouts();
       throw err;
     }
   }
 
-  /** Devices and per-peer entries: read, diff, three batches; re-read and retry when a batch fails. */
-  private async programKernel(desired: NodeDesired, reason: ApplyReason, wanted: WantedByNetwork): Promise<{ uplinkMtu: number; byKind: Record<string, number> }> {
+  private routedTables(): PeerTable[] {
+    return this.networks.filter((n) => n.mode === "routed").map((n) => this.tables.get(n.name)!);
+  }
+
+  /** Only the pending keys, against the kernel model; on failure the full path re-reads and retries. */
+  private async writeDelta(): Promise<Record<string, number>> {
+    const plans = this.routedTables().map((t) => t.plan());
+    const plan = mergePlans(undefined, plans);
+    if (planSize(plan) === 0) return {};
+    try {
+      await this.writeBatches(plan);
+      for (const p of plans) p.commit();
+      return nonZero(plan.byKind);
+    } catch (err) {
+      for (const p of plans) p.abandon();
+      this.log.warn({ err: String(err) }, "kernel batch failed; reading the kernel back and retrying");
+      return this.writeFull("update");
+    }
+  }
+
+  private async writeBatches(plan: Plan): Promise<void> {
+    await this.run.batch("ip", plan.ip1);
+    await this.run.batch("bridge", plan.bridge);
+    await this.run.batch("ip", plan.ip2);
+  }
+
+  /** Read back (scoped to Weft's devices), diff everything, write; re-read and retry when a batch fails. */
+  private async writeFull(reason: ApplyReason): Promise<Record<string, number>> {
+    this.fullApplies++;
+    const node = this.node!;
+    await this.ensureBackend();
+    // Rules and forwarding do not depend on the devices: done alongside the first attempt.
+    // allSettled: a failed rule write must not return while the kernel batches still run.
+    const rules = Promise.allSettled([this.applyRules(reason), this.applyForwarding(reason)]);
     const attempts = this.opts.attempts ?? 4;
     const backoff = new Backoff(50, 1000);
     let lastErr: unknown;
-    // What the report counts: the difference found before the first write (a retry only sees what is still missing).
     let first: Plan | undefined;
-    // An update diffs against what the last successful apply wrote (reading 5000 peers back
-    // costs more than the whole diff); a resync, the first apply and every retry read the kernel.
-    const model = reason === "update" ? this.model : undefined;
-    this.model = undefined;
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      const actual = attempt === 1 && model ? model : await readKernel(this.run);
-      const uplinkMtu = actual.mtus.get(desired.uplink);
-      if (!uplinkMtu) throw new Error(`uplink ${desired.uplink} not found`);
-      const plan = planChanges(desired, actual, uplinkMtu, wanted);
-      first ??= plan;
-      const done = () => {
-        const next = projectState(desired, actual, uplinkMtu, wanted);
-        // A device created without a desired MAC has one only the kernel knows: read it next time.
-        this.model = [...next.links.values()].every((l) => l.kind !== "vxlan" || l.mac) ? next : undefined;
-        return { uplinkMtu, byKind: planSize(first!) === 0 ? {} : first!.byKind };
-      };
-      if (planSize(plan) === 0) return done();
+    let uplinkMtu = 0;
+    let done = false;
+    const phase = { readMs: 0, planMs: 0, writeMs: 0, rulesMs: 0 };
+    let mark = performance.now();
+    const lap = (k: keyof typeof phase) => {
+      const now = performance.now();
+      phase[k] += now - mark;
+      mark = now;
+    };
+    for (let attempt = 1; attempt <= attempts && !done; attempt++) {
+      let plans: PeerPlan[] = [];
       try {
-        await this.run.batch("ip", plan.ip1);
-        await this.run.batch("bridge", plan.bridge);
-        await this.run.batch("ip", plan.ip2);
-        // Batches stop at the first failing line, so success means every line took effect.
-        return done();
+        mark = performance.now();
+        const actual = await readKernel(this.run, node.uplink);
+        lap("readMs");
+        uplinkMtu = actual.mtus.get(node.uplink) ?? 0;
+        if (!uplinkMtu) throw new Error(`uplink ${node.uplink} not found`);
+        const devices = planDevices(node, this.networks, actual, uplinkMtu);
+        const tables = this.routedTables();
+        for (const t of tables) {
+          t.kernel = kernelPeersFor(t.dev, actual, devices);
+          t.markAllDirty();
+        }
+        plans = tables.map((t) => t.plan());
+        const plan = mergePlans(devices, plans);
+        first ??= plan;
+        lap("planMs");
+        await this.writeBatches(plan);
+        for (const p of plans) p.commit();
+        lap("writeMs");
+        done = true;
       } catch (err) {
+        for (const p of plans) p.abandon();
         lastErr = err;
+        if (String(err).includes("not found") && !(err instanceof CommandError)) break;
         this.log.warn({ attempt, err: String(err) }, "kernel batch failed; re-reading and retrying");
-        await sleep(backoff.next());
+        if (attempt < attempts) await sleep(backoff.next());
       }
     }
-    await this.removePartialPeers();
-    throw lastErr;
+    const settled = await rules;
+    lap("rulesMs");
+    this.log.debug(Object.fromEntries(Object.entries(phase).map(([k, v]) => [k, Math.round(v)])), "full apply phases (rules run alongside; rulesMs is the wait after the kernel batches)");
+    if (!done) {
+      await this.removePartialPeers();
+      throw lastErr;
+    }
+    for (const r of settled) if (r.status === "rejected") throw r.reason;
+    const byKind = nonZero(first!.byKind);
+    const wroteRules = (settled[0] as PromiseFulfilledResult<number>).value;
+    if (wroteRules) byKind.rule = wroteRules;
+    const files = await this.applyConflist(uplinkMtu);
+    if (files) byKind.file = files;
+    // Offload settings live and die with the device: a full apply (new devices, resync) sets them.
+    if (this.opts.disableTxChecksumOffload) await this.disableOffload();
+    this.specsChanged = false;
+    return byKind;
   }
 
-  /** network name -> MAC of its VXLAN device, for networks last applied whose device exists. */
+  /** Stops the long-lived batch processes; the kernel stays as programmed. */
+  close(): void {
+    this.run.close();
+  }
+
+  /** Starts the one-off start-up work (iptables backend detection) so the first flush need not wait for it. */
+  prepare(): void {
+    this.ensureBackend().catch((err) => this.log.warn({ err: String(err) }, "iptables backend detection failed; retried at the first apply"));
+  }
+
+  private backendDetection?: Promise<void>;
+
+  private ensureBackend(): Promise<void> {
+    if (this.backend) return Promise.resolve();
+    this.backendDetection ??= this.detectBackend().finally(() => (this.backendDetection = undefined));
+    return this.backendDetection;
+  }
+
+  private async detectBackend(): Promise<void> {
+    const detected = await detectIptablesBackend(this.run, this.opts.iptablesBackend ?? "auto");
+    this.run.iptablesBackend = detected.backend;
+    const randomFully = await this.run.supportsRandomFully();
+    this.backend = { ...detected, randomFully };
+    this.metrics?.backend.set({ backend: detected.backend, random_fully: String(randomFully) }, 1);
+    this.log.info({ backend: detected.backend, reason: detected.reason, rules: detected.rules, randomFully }, "iptables backend chosen");
+    if (!randomFully) this.log.warn("this iptables has no MASQUERADE --random-fully; masquerading without it");
+  }
+
+  /** network name -> MAC of its VXLAN device, for known networks whose device exists. */
   async vtepMacs(): Promise<Record<string, string>> {
-    const links = await this.run.json<{ ifname: string; address: string }>("ip", "link", "show");
+    const links = await this.run.json<{ ifname: string; address: string }>("ip", "link", "show", "type", "vxlan");
     const byName = new Map(links.map((l) => [l.ifname, l.address]));
     const out: Record<string, string> = {};
-    for (const n of this.last?.networks ?? []) {
+    for (const n of this.networks) {
       const mac = byName.get(vxlanName(n.vni));
       if (mac) out[n.name] = mac.toLowerCase();
     }
     return out;
   }
 
-  /** Removes every device, rule and file Weft created on this node. Idempotent. */
+  /** Removes every device, rule and file Weft created on this node (in both iptables backends). Idempotent. */
   async cleanup(): Promise<void> {
     return this.serialized(() => this.cleanupNow());
   }
 
   private async cleanupNow(): Promise<void> {
-    this.model = undefined;
-    const actual = await readKernel(this.run);
-    const dels = [...actual.links.keys()].filter(isWeftLink).map((n) => `link del dev ${n}`);
+    this.needFull = true;
+    const links = [
+      ...(await this.run.json<{ ifname: string }>("ip", "link", "show", "type", "vxlan")),
+      ...(await this.run.json<{ ifname: string }>("ip", "link", "show", "type", "bridge")),
+    ];
+    const dels = links.map((l) => l.ifname).filter(isWeftLink).map((n) => `link del dev ${n}`);
     await this.run.batch("ip", dels);
-    const save = await this.run.iptablesSave().catch(() => "");
-    const saved = parseSave(save);
-    if (saved.jumps.nat + saved.jumps.filter + saved.chains.nat.size + saved.chains.filter.size > 0) {
-      await this.run.iptablesRestore(removalScript(saved, save));
+    const backend = this.run.iptablesBackend;
+    for (const b of ["legacy", "nft"] as const) {
+      this.run.iptablesBackend = b;
+      try {
+        const save = await readOwnRules(this.run);
+        const saved = parseSave(save);
+        if (saved.jumps.nat + saved.jumps.filter + saved.chains.nat.size + saved.chains.filter.size > 0) await this.run.iptablesRestore(removalScript(saved, save));
+      } catch (err) {
+        this.log.debug({ backend: b, err: String(err) }, "no rules removed from this iptables backend");
+      }
     }
+    this.run.iptablesBackend = backend;
     await removeConflist(this.opts.cniConfDir);
     await fs.rm(path.join(this.opts.stateDir, "cni"), { recursive: true, force: true });
-    this.last = undefined;
+    for (const t of this.tables.values()) t.clear();
     this.log.info({ devices: dels.length }, "dataplane cleaned up");
   }
 
-  /** After a successful apply the kernel holds exactly what was desired. */
-  private updateEntryMetrics(desired: NodeDesired, wanted: WantedByNetwork): void {
+  private updateMetrics(reason: ApplyReason, durationMs: number): void {
+    this.updateTimeouts();
     if (!this.metrics) return;
-    for (const [kind, n] of Object.entries(desiredCounts(desired, wanted))) this.metrics.entries.set({ kind }, n);
+    let neigh = 0;
+    let fdb = 0;
+    let route = 0;
+    const tables = this.routedTables();
+    for (const t of tables) {
+      const c = t.counts();
+      neigh += c.neigh;
+      fdb += c.fdb;
+      route += c.route;
+    }
+    this.metrics.entries.set({ kind: "device" }, 2 * tables.length);
+    this.metrics.entries.set({ kind: "neigh" }, neigh);
+    this.metrics.entries.set({ kind: "fdb" }, fdb);
+    this.metrics.entries.set({ kind: "route" }, route);
+    this.metrics.duration.observe({ reason }, durationMs / 1000);
+    this.metrics.lastSuccess.set(Date.now() / 1000);
   }
 
-  /** Peers the plan left out (no MAC yet, or malformed): say so, once per change of that set. */
-  private warnSkippedPeers(desired: NodeDesired, wantedBy: WantedByNetwork): void {
-    for (const n of desired.networks) {
-      if (n.mode !== "routed" || n.peers.length === 0) continue;
-      const peers = wantedBy.get(n);
-      if (peers && peers.size === n.peers.length) continue;
-      const wanted = new Set([...(peers ?? new Map()).values()].map((p) => p.underlay));
-      const skipped = n.peers.filter((p) => !wanted.has(p.underlayIp) && p.vtepMac).map((p) => p.nodeName);
-      const key = `${n.name}:${skipped.join(",")}`;
-      if (this.skippedWarned.size > 100) this.skippedWarned.clear();
-      if (skipped.length > 0 && !this.skippedWarned.has(key)) {
-        this.skippedWarned.add(key);
-        this.log.warn({ network: n.name, nodes: skipped.slice(0, 20), count: skipped.length }, "peers with a malformed MAC, underlay IP or subnet are not programmed");
-      }
-    }
+  private updateTimeouts(): void {
+    const n = this.run.stats.timeouts;
+    if (n > this.timeoutsSeen) this.metrics?.timeouts.inc(n - this.timeoutsSeen);
+    this.timeoutsSeen = n;
   }
 
   private async removePartialPeers(): Promise<void> {
     try {
-      const { ip } = partialPeerCleanup(await readKernel(this.run));
+      const { ip } = partialPeerCleanup(await readKernel(this.run, this.node!.uplink));
       if (ip.length > 0) {
         // -force semantics by hand: one line at a time so one failure does not keep the rest.
         for (const line of ip) await this.run.batch("ip", [line]).catch(() => undefined);
@@ -243,38 +419,37 @@ export class Dataplane {
     this.forwardingChecked = true;
   }
 
-  /** Rewrites Weft's chains when they differ from what the networks need; returns 1 if it wrote. */
-  private async applyRules(desired: NodeDesired, reason: ApplyReason): Promise<number> {
-    const want = renderRules(desired.networks.filter((n) => n.mode === "routed"));
-    const key = JSON.stringify(want);
-    // Updates that do not change the rules skip reading them; a resync always checks.
-    if (reason === "update" && key === this.rulesWritten) return 0;
-    const saved = parseSave(await this.run.iptablesSave());
-    let wrote = 0;
-    if (!rulesMatch(saved, want)) {
-      await this.run.iptablesRestore(restoreScript(want, saved));
-      wrote = 1;
-    }
-    this.rulesWritten = key;
-    return wrote;
+  /** Rewrites Weft's chains when they differ from what the networks need; returns 1 if it wrote. Reads only Weft's chains. */
+  private async applyRules(reason: ApplyReason): Promise<number> {
+    void reason;
+    await this.ensureBackend();
+    const want = renderRules(this.networks.filter((n) => n.mode === "routed"), this.backend!.randomFully);
+    const saved = parseSave(await readOwnRules(this.run));
+    if (rulesMatch(saved, want)) return 0;
+    await this.run.iptablesRestore(restoreScript(want, saved));
+    return 1;
   }
 
-  private async applyConflist(desired: NodeDesired, uplinkMtu: number): Promise<number> {
-    const routed = desired.networks.filter((n) => n.mode === "routed");
+  private async applyConflist(uplinkMtu: number): Promise<number> {
+    const routed = this.networks.filter((n) => n.mode === "routed");
     const def = routed.find((n) => n.isDefault) ?? (routed.length === 1 ? routed[0] : undefined);
     if (!def) return (await removeConflist(this.opts.cniConfDir)) ? 1 : 0;
     const conflist = buildConflist({ name: def.name, vni: def.vni, subnet: def.subnet, mtu: effectiveMtu(def, uplinkMtu) }, this.opts.stateDir);
     return (await writeConflist(this.opts.cniConfDir, conflist)) ? 1 : 0;
   }
 
-  private async disableOffload(desired: NodeDesired): Promise<void> {
-    for (const n of desired.networks.filter((x) => x.mode === "routed")) {
+  private async disableOffload(): Promise<void> {
+    for (const n of this.networks.filter((x) => x.mode === "routed")) {
       if (!(await this.run.tryRun("ethtool", "-K", vxlanName(n.vni), "tx-checksum-ip-generic", "off")) && !this.offloadWarned) {
         this.offloadWarned = true;
         this.log.warn({ device: vxlanName(n.vni) }, "could not turn off tx checksum offload (is ethtool installed?); continuing with it on");
       }
     }
   }
+}
+
+function nonZero(byKind: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(byKind).filter(([, n]) => n > 0));
 }
 
 export { CommandError };

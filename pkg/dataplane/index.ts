@@ -1,26 +1,28 @@
 // The Linux dataplane: VXLAN device, bridge, per-peer neighbour/FDB/route
-// entries, NAT and filter chains, and the CNI conflist, programmed in batches
-// from a diff against what the kernel holds. Knows nothing of gRPC or etcd.
+// entries, NAT and filter chains, and the CNI conflist. Holds the desired
+// state and the kernel's side by side and writes only what changed (Felix's
+// DeltaTracker shape). Knows nothing of gRPC or etcd.
 export { Dataplane, CommandError, type DataplaneOptions } from "./dataplane.js";
-export type { ApplyReason, ApplyReport, NetworkDesired, NodeDesired, PeerSpec } from "./types.js";
+export type { ApplyReason, ApplyReport, DataplanePort, NetworkDesired, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
+export { PeerTable, validatePeer, emptyKernelPeers, type KernelPeers, type PeerPlan, type WantedPeer } from "./peers.js";
 export {
   planChanges,
+  planDevices,
   planSize,
+  mergePlans,
   partialPeerCleanup,
-  projectState,
   entryCounts,
-  desiredCounts,
   emptyKernelState,
-  wantedPeers,
-  wantedByNetwork,
   effectiveMtu,
   vxlanName,
   bridgeName,
   isWeftLink,
+  VXLAN_OVERHEAD,
   type KernelState,
   type LinkState,
   type Plan,
 } from "./plan.js";
 export { parseKernel, readKernel } from "./read.js";
-export { renderRules, parseSave, rulesMatch, restoreScript, removalScript, NAT_CHAIN, FORWARD_CHAIN, ISOLATION_CHAIN } from "./iptables.js";
-export { Runner } from "./exec.js";
+export { renderRules, parseSave, rulesMatch, restoreScript, removalScript, readOwnRules, NAT_CHAIN, FORWARD_CHAIN, ISOLATION_CHAIN } from "./iptables.js";
+export { chooseBackend, detectIptablesBackend, type BackendDetection, type IptablesBackendChoice } from "./iptables-backend.js";
+export { Runner, DEFAULT_COMMAND_TIMEOUT_MS, type IptablesBackend, type RunnerOptions } from "./exec.js";

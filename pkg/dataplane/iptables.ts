@@ -1,7 +1,11 @@
 // NAT and filter rules in Weft's own chains, pure: rendering the rules a set
 // of networks needs, reading Weft's rules out of `iptables-save`, and the
-// `iptables-restore --noflush` script that replaces them atomically.
-import type { NetworkDesired } from "./types.js";
+// `iptables-restore --noflush` script that replaces them atomically. Only
+// Weft's chains and the two built-in chains that jump to them are ever read
+// (`iptables -S <chain>`), never the whole ruleset: on a node where kube-proxy
+// runs in iptables mode that is megabytes on every resync.
+import type { Runner } from "./exec.js";
+import type { NetworkSpec } from "./types.js";
 
 export const NAT_CHAIN = "WEFT-POSTRTG";
 export const FORWARD_CHAIN = "WEFT-FWD";
@@ -18,7 +22,7 @@ export interface RuleSet {
 }
 
 /** The rules for `networks`, in iptables-save's own spelling so they compare equal to what the kernel reports. */
-export function renderRules(networks: NetworkDesired[]): RuleSet {
+export function renderRules(networks: NetworkSpec[], randomFully = true): RuleSet {
   const nets = [...networks].sort((a, b) => a.vni - b.vni);
   const nat: string[] = [];
   const filter: string[] = [`-A ${FORWARD_CHAIN} -j ${ISOLATION_CHAIN}`];
@@ -26,7 +30,7 @@ export function renderRules(networks: NetworkDesired[]): RuleSet {
     if (!n.natOutgoing) continue;
     // Pod to pod, within or across Weft networks, keeps its source address.
     for (const other of nets) nat.push(`-A ${NAT_CHAIN} -s ${n.cidr} -d ${other.cidr} -m comment --comment weft:${n.name} -j RETURN`);
-    nat.push(`-A ${NAT_CHAIN} -s ${n.cidr} ! -d 224.0.0.0/4 -m comment --comment weft:${n.name} -j MASQUERADE --random-fully`);
+    nat.push(`-A ${NAT_CHAIN} -s ${n.cidr} ! -d 224.0.0.0/4 -m comment --comment weft:${n.name} -j MASQUERADE${randomFully ? " --random-fully" : ""}`);
   }
   for (const a of nets) {
     for (const b of nets) {
@@ -116,6 +120,31 @@ export function removalScript(saved: SavedState, save: string): string {
     }
     for (const c of saved.chains[table]) lines.push(`-F ${c}`);
     for (const c of saved.chains[table]) lines.push(`-X ${c}`);
+    lines.push("COMMIT");
+  }
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * Weft's chains and the built-in chains' jumps, read chain by chain, as the
+ * iptables-save text parseSave and removalScript understand. Five small
+ * listings, side by side; their size does not grow with other software's rules.
+ */
+export async function readOwnRules(run: Runner): Promise<string> {
+  const wanted: { table: "nat" | "filter"; chain: string; builtin: boolean }[] = [
+    ...JUMPS.map((j) => ({ table: j.table, chain: j.from, builtin: true })),
+    ...(["nat", "filter"] as const).flatMap((table) => CHAINS[table].map((chain) => ({ table, chain, builtin: false }))),
+  ];
+  const listings = await Promise.all(wanted.map((w) => run.listChain(w.table, w.chain)));
+  const lines: string[] = [];
+  for (const table of ["nat", "filter"] as const) {
+    lines.push(`*${table}`);
+    wanted.forEach((w, i) => {
+      const l = listings[i];
+      if (w.table !== table || !l) return;
+      if (!w.builtin) lines.push(`:${w.chain} - [0:0]`);
+      for (const r of l) if (r.startsWith("-A ") && (!w.builtin || JUMPS.some((j) => r.endsWith(`-j ${j.to}`)))) lines.push(r);
+    });
     lines.push("COMMIT");
   }
   return lines.join("\n") + "\n";

@@ -1,4 +1,4 @@
-// Reading back what the kernel holds for Weft, as JSON, in five spawns run side by side.
+// Reading back what the kernel holds for Weft, as JSON.
 import { isWeftLink, VXLAN_PREFIX, type KernelState, type LinkState } from "./plan.js";
 import type { Runner } from "./exec.js";
 
@@ -32,13 +32,31 @@ interface IpRoute {
   protocol?: string;
 }
 
-export async function readKernel(run: Runner): Promise<KernelState> {
-  // Two spawns: links with their addresses, neighbours and routes in one ip batch; the FDB from bridge.
-  const [[links, neighs, routes], fdbs] = await Promise.all([
-    run.jsonBatch<unknown>("ip", ["-d"], ["addr show", "neigh show nud permanent", "route show"]),
-    run.json<BridgeFdb>("bridge", "fdb", "show"),
+/**
+ * Reads Weft's devices and only what hangs off them: two rounds of spawns,
+ * each side by side. Per-device neighbour, FDB and route dumps, so the cost
+ * does not grow with what other software put on the host (its routes, its
+ * interfaces' neighbours, other bridges' FDBs).
+ */
+export async function readKernel(run: Runner, uplink: string): Promise<KernelState> {
+  const [vxlans, bridges, uplinks] = await run.jsonBatch<IpLink & IpAddr>("ip", ["-d"], ["addr show type vxlan", "addr show type bridge", `link show dev ${uplink}`]).catch((err: Error) => {
+    throw /Cannot find device|does not exist/.test(err.message) ? new Error(`uplink ${uplink} not found`) : err;
+  });
+  const links = [...(vxlans ?? []), ...(bridges ?? []), ...(uplinks ?? [])];
+  const devs = (vxlans ?? []).map((l) => l.ifname).filter((n) => n.startsWith(VXLAN_PREFIX));
+  const [perDev, fdbs] = await Promise.all([
+    run.jsonBatch<unknown>("ip", [], devs.flatMap((d) => [`neigh show dev ${d} nud permanent`, `route show dev ${d}`])),
+    run.jsonBatch<BridgeFdb>("bridge", [], devs.map((d) => `fdb show dev ${d}`)),
   ]);
-  return parseKernel(links as (IpLink & IpAddr)[], links as IpAddr[], neighs as IpNeigh[], fdbs, routes as IpRoute[]);
+  const neighs: IpNeigh[] = [];
+  const routes: IpRoute[] = [];
+  devs.forEach((dev, i) => {
+    // Per-device dumps leave `dev` out of each entry: put it back.
+    for (const n of (perDev[2 * i] ?? []) as IpNeigh[]) neighs.push({ ...n, dev });
+    for (const r of (perDev[2 * i + 1] ?? []) as IpRoute[]) routes.push({ ...r, dev });
+  });
+  const fdbFlat = devs.flatMap((dev, i) => (fdbs[i] ?? []).map((f) => ({ ...f, ifname: f.ifname ?? dev })));
+  return parseKernel(links, links, neighs, fdbFlat, routes);
 }
 
 /** Pure: the JSON of `ip`/`bridge` to a KernelState of Weft's objects only. */

@@ -1,5 +1,6 @@
 // IPv4 CIDR and address arithmetic. Addresses are handled as unsigned 32-bit
-// integers; parsing of the textual forms is left to ipaddr.js.
+// integers. IPv4 text is parsed by one regex (the agent validates thousands
+// of peers; ipaddr.js costs ~15 µs a call); ipaddr.js only tells IPv6 apart.
 import ipaddr from "ipaddr.js";
 
 export interface Cidr {
@@ -8,14 +9,25 @@ export interface Cidr {
   readonly prefix: number;
 }
 
+// Dotted decimal, four parts, no leading zeros (what ipaddr.js' isValidFourPartDecimal accepts).
+const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+const IPV4_RE = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}$`);
+
+/** An IPv4 address as an unsigned 32-bit integer, or undefined when `s` is not one. */
+export function parseIPv4(s: string): number | undefined {
+  const m = IPV4_RE.exec(s);
+  if (!m) return undefined;
+  return ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+}
+
 export function isIPv4(s: string): boolean {
-  return ipaddr.IPv4.isValidFourPartDecimal(s);
+  return parseIPv4(s) !== undefined;
 }
 
 export function ipToInt(s: string): number {
-  if (!isIPv4(s)) throw new Error(`"${s}" is not an IPv4 address`);
-  const b = ipaddr.IPv4.parse(s).octets;
-  return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  const n = parseIPv4(s);
+  if (n === undefined) throw new Error(`"${s}" is not an IPv4 address`);
+  return n;
 }
 
 export function intToIp(n: number): string {

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { CONFLIST_NAME } from "../../pkg/cni/index.js";
-import { Agent, loadState, statePath, type TlsFiles } from "../../pkg/agent/index.js";
+import { Agent, loadState, removeState, statePath, type TlsFiles } from "../../pkg/agent/index.js";
 import { startController, type RunningController } from "../../pkg/controller/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
@@ -352,7 +352,7 @@ describe("agent (real etcd, controller and kernel in network namespaces)", funct
     // A reboot without the persisted state: the device comes back with a fresh random MAC.
     await stopAgent(b);
     await ip(B.netns, "link", "del", DEV);
-    fs.rmSync(statePath(path.join(B.dir, "state")));
+    await removeState(path.join(B.dir, "state"));
     b = agent(B, [`127.0.0.1:${c.port}`]);
     await b.start();
     await waitFor("b back", async () => b.ready && (await deviceMac(B)) !== undefined);

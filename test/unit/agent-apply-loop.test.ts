@@ -1,181 +1,146 @@
 import assert from "node:assert/strict";
-import { ApplyLoop, type ApplyItem } from "../../pkg/agent/apply-loop.js";
-import type { ApplyReason, ApplyReport, NodeDesired } from "../../pkg/agent/dataplane-port.js";
+import { ApplyLoop } from "../../pkg/agent/apply-loop.js";
+import type { ApplyReason } from "../../pkg/dataplane/types.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
 
-/** A dataplane whose applies finish only when the test says so, recording what it was asked. */
-class GatedDataplane {
-  calls: { desired: NodeDesired; reason?: ApplyReason }[] = [];
-  private gates: { resolve: (r: ApplyReport) => void; reject: (e: Error) => void }[] = [];
+/** A flush that finishes only when the test says so, recording what it was asked and what was pending then. */
+class GatedFlush {
+  calls: { reason: ApplyReason; pending: number }[] = [];
+  private gates: { resolve: (r: number) => void; reject: (e: Error) => void }[] = [];
   inFlight = 0;
   maxInFlight = 0;
-  apply(desired: NodeDesired, reason?: ApplyReason): Promise<ApplyReport> {
-    this.calls.push({ desired, reason });
+  /** What the agent would have queued (the "revision" of the newest change). */
+  pending = 0;
+  flush = (reason: ApplyReason): Promise<number> => {
+    this.calls.push({ reason, pending: this.pending });
+    const covered = this.pending;
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    return new Promise<ApplyReport>((resolve, reject) => this.gates.push({ resolve, reject })).finally(() => this.inFlight--);
-  }
-  async finish(n = 1): Promise<void> {
-    await waitFor("an apply to be running", () => this.gates.length > 0, 5000, 2);
-    this.gates.shift()!.resolve({ changes: n, byKind: { route: n }, durationMs: 1 });
+    return new Promise<number>((resolve, reject) => this.gates.push({ resolve: () => resolve(covered), reject })).finally(() => this.inFlight--);
+  };
+  async finish(): Promise<void> {
+    await waitFor("a flush to be running", () => this.gates.length > 0, 5000, 2);
+    this.gates.shift()!.resolve(0);
   }
   async fail(msg: string): Promise<void> {
-    await waitFor("an apply to be running", () => this.gates.length > 0, 5000, 2);
+    await waitFor("a flush to be running", () => this.gates.length > 0, 5000, 2);
     this.gates.shift()!.reject(new Error(msg));
   }
 }
 
-function desired(peers: number): NodeDesired {
-  return {
-    uplink: "eth0", underlayIp: "192.168.1.1",
-    networks: [{
-      name: "blue", vni: 1, cidr: "10.0.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.0.1.0/24",
-      peers: Array.from({ length: peers }, (_, i) => ({ nodeName: `n${i}`, underlayIp: `192.168.1.${i + 2}`, vtepMac: "02:00:00:00:00:02", subnet: `10.0.${i + 2}.0/24` })),
-    }],
-  };
-}
-
-const item = (rev: number, peers = rev): ApplyItem<string> => ({ desired: desired(peers), revision: rev, tag: `t${rev}` });
-
 describe("agent: apply loop", () => {
-  let dp: GatedDataplane;
-  let loop: ApplyLoop<string>;
-  let applied: { revision: number; reason: ApplyReason; changes: number }[];
-  let failed: { revision: number; err: string }[];
+  let f: GatedFlush;
+  let loop: ApplyLoop<number>;
+  let applied: { covered: number; reason: ApplyReason }[];
+  let failed: string[];
+  let clock = 0;
 
   function make(resyncIntervalMs = 0): void {
-    dp = new GatedDataplane();
+    f = new GatedFlush();
     applied = [];
     failed = [];
-    loop = new ApplyLoop<string>({
-      dataplane: dp,
+    clock = 1000;
+    loop = new ApplyLoop<number>({
+      flush: f.flush,
       log: silentLogger(),
       resyncIntervalMs,
       retryBaseMs: 5,
       retryCapMs: 20,
-      onApplied: (i, r, reason) => void applied.push({ revision: i.revision, reason, changes: r.changes }),
-      onFailed: (i, err) => void failed.push({ revision: i.revision, err: err.message }),
+      now: () => clock,
+      onApplied: (covered, reason) => void applied.push({ covered, reason }),
+      onFailed: (err) => void failed.push(err.message),
     });
     loop.start();
   }
+  const change = (rev: number) => {
+    f.pending = rev;
+    loop.submit();
+  };
   afterEach(async () => {
-    // Let anything still gated finish so stop() does not wait forever.
     const stopping = loop.stop();
-    while (dp.inFlight > 0) await dp.finish();
+    while (f.inFlight > 0) await f.finish();
     await stopping;
   });
 
-  it("never runs two applies at once and applies only the latest of a burst", async () => {
+  it("never runs two flushes at once, and a burst arriving meanwhile is one more flush, not one each", async () => {
     make();
-    loop.submit(item(1));
-    for (let r = 2; r <= 6; r++) loop.submit(item(r));
-    await dp.finish();
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.equal(dp.maxInFlight, 1);
-    assert.deepEqual(dp.calls.map((c) => c.desired.networks[0].peers.length), [1, 6], "revisions 2..5 were coalesced away");
-    assert.deepEqual(applied.map((a) => a.revision), [1, 6]);
-    assert.equal(loop.lastApplied?.revision, 6);
+    change(1);
+    for (let r = 2; r <= 6; r++) change(r);
+    await f.finish();
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
+    assert.equal(f.maxInFlight, 1);
+    assert.deepEqual(f.calls, [{ reason: "update", pending: 1 }, { reason: "update", pending: 6 }]);
+    assert.deepEqual(applied.map((a) => a.covered), [1, 6]);
   });
 
-  it("skips the kernel for an update that changes nothing, but still reports it applied", async () => {
+  it("retries a failed flush with backoff until it succeeds, and reports each failure", async () => {
     make();
-    loop.submit(item(1, 3));
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    loop.submit(item(2, 3));
-    await waitFor("second report", () => applied.length === 2, 5000, 2);
-    assert.equal(dp.calls.length, 1);
-    assert.deepEqual(applied[1], { revision: 2, reason: "update", changes: 0 });
-    assert.equal(loop.dataplaneCalls, 1);
+    change(1);
+    await f.fail("ENOBUFS");
+    await f.fail("ENOBUFS again");
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
+    assert.deepEqual(failed, ["ENOBUFS", "ENOBUFS again"]);
+    assert.equal(f.calls.length, 3);
+    assert.deepEqual(applied.map((a) => a.covered), [1]);
   });
 
-  it("retries a failed apply with backoff until it succeeds, and reports each failure", async () => {
+  it("a retry covers what arrived during the failure", async () => {
     make();
-    loop.submit(item(1));
-    await dp.fail("ENOBUFS");
-    await dp.fail("ENOBUFS");
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.deepEqual(failed, [{ revision: 1, err: "ENOBUFS" }, { revision: 1, err: "ENOBUFS" }]);
-    assert.deepEqual(applied.map((a) => a.revision), [1]);
-    assert.equal(dp.calls.length, 3);
+    change(1);
+    change(2);
+    await f.fail("boom");
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
+    assert.deepEqual(applied.map((a) => a.covered), [2]);
   });
 
-  it("a retry applies the newest state when one arrived during the failure", async () => {
-    make();
-    loop.submit(item(1));
-    loop.submit(item(2));
-    await dp.fail("boom");
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.deepEqual(dp.calls.map((c) => c.desired.networks[0].peers.length), [1, 2]);
-    assert.deepEqual(applied.map((a) => a.revision), [2]);
-  });
-
-  it("after a failed apply, re-applying the last good state reaches the kernel (it may be half-changed)", async () => {
-    make();
-    loop.submit(item(1, 1));
-    await dp.finish();
-    loop.submit(item(2, 2));
-    await dp.fail("boom");
-    loop.submit(item(3, 1)); // same desired state as revision 1
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.equal(dp.calls.length, 3, "not skipped as unchanged");
-    assert.deepEqual(applied.map((a) => a.revision), [1, 3]);
-  });
-
-  it("resync re-applies the last applied state as a resync, and only when idle", async () => {
+  it("resync runs as a resync, only after a first success and only when idle; a failed resync is retried as one", async () => {
     make();
     loop.resync();
-    assert.equal(dp.calls.length, 0, "nothing applied yet: nothing to resync");
-    loop.submit(item(1));
-    loop.resync(); // an update is running: the resync is not queued behind it
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
+    assert.equal(f.calls.length, 0, "nothing applied yet: nothing to resync");
+    change(1);
     loop.resync();
-    await dp.finish(0);
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.deepEqual(dp.calls.map((c) => c.reason), ["update", "resync"]);
-    assert.deepEqual(applied.map((a) => a.reason), ["update", "resync"]);
-  });
-
-  it("a resync requested while a newer state is being applied never brings back the older one", async () => {
-    make();
-    loop.submit(item(1, 3));
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    loop.submit(item(2, 1)); // a peer removal is being applied...
-    loop.resync(); // ...when the resync timer fires
-    await dp.finish();
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
     loop.resync();
-    await dp.finish(0);
-    await waitFor("loop idle", () => loop.idle, 5000, 2);
-    assert.deepEqual(dp.calls.map((c) => [c.reason, c.desired.networks[0].peers.length]), [["update", 3], ["update", 1], ["resync", 1]]);
-    assert.equal(loop.lastApplied?.revision, 2);
+    await f.fail("rtnl busy");
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
+    assert.deepEqual(f.calls.map((c) => c.reason), ["update", "resync", "resync"]);
   });
 
-  it("the resync timer fires by itself and a failed resync is retried as a resync", async () => {
-    make(30);
-    loop.submit(item(1));
-    await dp.finish();
-    await dp.fail("drift repair failed");
-    await dp.finish();
-    await waitFor("resync applied", () => applied.some((a) => a.reason === "resync"), 5000, 2);
-    assert.deepEqual(dp.calls.slice(0, 3).map((c) => c.reason), ["update", "resync", "resync"]);
-    assert.equal(dp.calls[2].desired, dp.calls[0].desired);
+  it("the resync timer fires by itself", async () => {
+    make(20);
+    change(1);
+    await f.finish();
+    await f.finish();
+    assert.equal(f.calls[1].reason, "resync");
   });
 
-  it("after stop, nothing more is applied", async () => {
+  it("watchdog: a flush running past the bound, or changes pending past it without success, make it stuck", async () => {
     make();
-    loop.submit(item(1));
-    const stopped = loop.stop();
-    loop.submit(item(2));
-    await dp.finish();
-    await stopped;
-    assert.equal(dp.calls.length, 1);
+    change(1);
+    assert.equal(loop.stuck(5000), undefined);
+    clock += 6000;
+    assert.match(loop.stuck(5000) ?? "", /running for 6 s/);
+    await f.fail("hung");
+    await waitFor("the failure to be handled", () => failed.length === 1, 5000, 2);
+    assert.match(loop.stuck(5000) ?? "", /pending for 6 s without a successful apply/);
+    await f.finish();
+    await waitFor("idle", () => loop.idle);
+    assert.equal(loop.stuck(5000), undefined, "healthy again once a flush succeeded");
+  });
+
+  it("after stop, nothing more is flushed", async () => {
+    make();
+    change(1);
+    const stopping = loop.stop();
+    change(2);
+    await f.finish();
+    await stopping;
+    assert.equal(f.calls.length, 1);
   });
 });

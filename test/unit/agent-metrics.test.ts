@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { agentMetrics } from "../../pkg/agent/index.js";
+import { agentMetrics } from "../../pkg/agent/metrics.js";
 import { newRegistry } from "../../pkg/metrics/index.js";
 
 describe("agent: connection-side metrics", () => {
@@ -22,6 +22,7 @@ describe("agent: connection-side metrics", () => {
       "weft_agent_controller_connected",
       "weft_agent_networks_unprogrammed",
       "weft_agent_peers",
+      "weft_agent_peers_unprogrammed",
       "weft_agent_reconnects_total",
     ]);
   });

@@ -17,8 +17,10 @@ import {
   type NodeDesired,
 } from "../../pkg/dataplane/index.js";
 import { splitJsonValues } from "../../pkg/dataplane/exec.js";
-import { parseIPv4, parseIPv4Cidr, projectState } from "../../pkg/dataplane/plan.js";
-import { ipToInt, isIPv4 } from "../../pkg/ip/index.js";
+import { PeerTable, validatePeer } from "../../pkg/dataplane/peers.js";
+import { chooseBackend } from "../../pkg/dataplane/iptables-backend.js";
+import { ipToInt, isIPv4, parseIPv4 } from "../../pkg/ip/index.js";
+import ipaddr from "ipaddr.js";
 
 const peerA = { nodeName: "a", underlayIp: "192.168.1.2", vtepMac: "02:00:00:00:00:0a", subnet: "10.244.2.0/24" };
 const peerB = { nodeName: "b", underlayIp: "192.168.1.3", vtepMac: "02:00:00:00:00:0b", subnet: "10.244.3.0/24" };
@@ -153,28 +155,39 @@ describe("dataplane: plan (pure)", () => {
     assert.deepEqual(p.ip1, ["link del dev weft.43", "link del dev weftbr43"]);
   });
 
-  it("projects the state an apply leaves behind: nothing left to plan against it, same entries as a converged kernel", () => {
-    const desiredStates = [
-      node(net()),
-      node(net({ peers: [] })),
-      node(net({ vtepMac: "02:aa:bb:cc:dd:ee", mtu: 1400 })),
-      node(net({ peers: [peerA, { ...peerB, vtepMac: "" }] })),
-      node(net(), net({ name: "red", vni: 43, cidr: "10.245.0.0/16", subnet: "10.245.9.0/24", peers: [{ ...peerA, subnet: "10.245.2.0/24" }] })),
-    ];
-    const starts = [emptyKernelState(), converged(node(net())), converged(node(net({ vni: 99 })))];
-    for (const d of desiredStates) {
-      for (const start of starts) {
-        start.mtus.set("eth0", 1500);
-        const before = planChanges(d, start, 1500);
-        const projected = projectState(d, start, 1500);
-        // A device created without a desired MAC: the projection leaves it unknown, and the dataplane reads the kernel instead.
-        for (const l of projected.links.values()) if (l.kind === "vxlan" && !l.mac) l.mac = "06:00:00:00:00:01";
-        assert.equal(planSize(planChanges(d, projected, 1500)), 0, `${JSON.stringify(d.networks.map((n) => n.vni))} from ${[...start.links.keys()]}: ${JSON.stringify(before.byKind)}`);
-      }
-      const c = converged({ ...d, networks: d.networks.map((n) => ({ ...n, peers: n.peers.filter((p) => p.vtepMac) })) });
-      const p = projectState(d, c, 1500);
-      assert.deepEqual([p.neigh, p.fdb, p.routes], [c.neigh, c.fdb, c.routes]);
-    }
+  it("an update plans only the changed peer's keys against the kernel model, and a commit makes the model match", () => {
+    const t = new PeerTable("weft.42");
+    const many = Array.from({ length: 500 }, (_, i) => ({ nodeName: `n${i}`, underlayIp: `192.168.${i >> 8}.${i & 255}`, vtepMac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`, subnet: `10.${100 + (i >> 8)}.${i & 255}.0/24` }));
+    for (const p of many) assert.equal(t.set(p), undefined);
+    const first = t.plan();
+    assert.deepEqual(first.counts, { neigh: 500, fdb: 500, route: 500 });
+    first.commit();
+    assert.equal(t.dirty, false);
+    assert.equal(t.set(many[7]), undefined, "the same peer again");
+    assert.equal(t.dirty, false, "an unchanged peer leaves nothing pending");
+    t.set({ nodeName: "new", underlayIp: "192.168.9.9", vtepMac: "02:aa:00:00:00:01", subnet: "10.200.0.0/24" });
+    const one = t.plan();
+    assert.deepEqual([one.neighSets, one.bridge, one.ip2], [
+      ["neigh replace 10.200.0.0 lladdr 02:aa:00:00:00:01 dev weft.42 nud permanent"],
+      ["fdb append 02:aa:00:00:00:01 dev weft.42 dst 192.168.9.9 self permanent"],
+      ["route replace 10.200.0.0/24 via 10.200.0.0 dev weft.42 onlink"],
+    ]);
+    one.commit();
+    t.remove("n3");
+    const gone = t.plan();
+    assert.deepEqual([gone.routeDels, gone.bridge, gone.ip2], [["route del 10.100.3.0/24 dev weft.42"], ["fdb del 02:00:00:00:00:03 dev weft.42 dst 192.168.0.3 self"], ["neigh del 10.100.3.0 dev weft.42"]]);
+    gone.abandon();
+    assert.equal(t.plan().counts.route, 1, "an abandoned plan's keys are pending again");
+  });
+
+  it("refuses a peer whose subnet or MAC another peer holds, and programs it once that one leaves", () => {
+    const t = new PeerTable("weft.42");
+    t.set(peerA);
+    assert.match(t.set({ ...peerB, subnet: peerA.subnet }) ?? "", /subnet 10\.244\.2\.0\/24 already belongs to peer a/);
+    assert.match(t.set({ ...peerB, vtepMac: peerA.vtepMac }) ?? "", /vtep_mac .* already belongs to peer a/);
+    t.remove("a");
+    assert.equal(t.has("b"), true, "the refused peer took the freed keys");
+    assert.equal(t.size, 1);
   });
 
   it("finds half-applied peers after a failure: neighbour without FDB, route without neighbour", () => {
@@ -215,20 +228,31 @@ describe("dataplane: reading the kernel (pure)", () => {
   });
 });
 
-describe("dataplane: fast address parsing (pure)", () => {
-  it("agrees with pkg/ip on valid and invalid IPv4 addresses", () => {
+describe("one address parser (pure)", () => {
+  it("pkg/ip's fast IPv4 parser agrees with ipaddr.js", () => {
     const cases = ["0.0.0.0", "10.0.0.1", "192.168.77.255", "255.255.255.255", "256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.04", "a.b.c.d", "", " 1.2.3.4", "1.2.3.4 ", "fe80::1", "1..2.3", "-1.2.3.4", "99.199.249.250"];
     for (const c of cases) {
-      assert.equal(parseIPv4(c) !== undefined, isIPv4(c), c);
+      assert.equal(isIPv4(c), ipaddr.IPv4.isValidFourPartDecimal(c), c);
       if (isIPv4(c)) assert.equal(parseIPv4(c), ipToInt(c), c);
     }
   });
 
-  it("accepts only CIDRs without host bits, and keeps the network address as gateway", () => {
-    assert.deepEqual(parseIPv4Cidr("10.244.3.0/24"), { gateway: "10.244.3.0", prefix: 24 });
-    assert.deepEqual(parseIPv4Cidr("172.16.0.4/30"), { gateway: "172.16.0.4", prefix: 30 });
-    assert.deepEqual(parseIPv4Cidr("0.0.0.0/0"), { gateway: "0.0.0.0", prefix: 0 });
-    for (const bad of ["10.244.3.1/24", "10.244.3.0", "10.244.3.0/33", "10.244.3.0/", "10.244.3.0/024", "x/24", "10.244.3.0/24/1"]) assert.equal(parseIPv4Cidr(bad), undefined, bad);
+  it("validates a peer once, naming the field, and keeps the subnet's network address as gateway", () => {
+    assert.deepEqual(validatePeer({ ...peerA, vtepMac: "02-00-00-00-00-AA" }), { node: "a", gateway: "10.244.2.0", mac: "02:00:00:00:00:aa", underlay: "192.168.1.2", subnet: "10.244.2.0/24" });
+    assert.match(validatePeer({ ...peerA, subnet: "10.244.2.1/24" }) as string, /^subnet: .*host bits/);
+    assert.match(validatePeer({ ...peerA, underlayIp: "fe80::1" }) as string, /^underlay_ip/);
+    assert.match(validatePeer({ ...peerA, vtepMac: "" }) as string, /not known yet/);
+  });
+});
+
+describe("dataplane: iptables backend detection (pure)", () => {
+  const rules = (n: number, chain = "KUBE-SERVICES") => Array.from({ length: n }, (_, i) => `-A ${chain} -d 10.0.0.${i} -j ACCEPT`).join("\n");
+  it("chooses the backend holding the host's rules, Kubernetes' hint chain first, nft when both are empty", () => {
+    assert.equal(chooseBackend({ legacy: rules(30), nft: rules(2) }).backend, "legacy");
+    assert.equal(chooseBackend({ legacy: rules(2), nft: rules(30) }).backend, "nft");
+    assert.deepEqual(chooseBackend({ legacy: "", nft: "" }), { backend: "nft", reason: "default", rules: { legacy: 0, nft: 0 } });
+    assert.equal(chooseBackend({ legacy: rules(30), nft: "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT" }).backend, "nft");
+    assert.equal(chooseBackend({ legacy: rules(5, "WEFT-FWD"), nft: rules(1) }).backend, "nft", "Weft's own rules do not count");
   });
 });
 
@@ -237,6 +261,7 @@ describe("dataplane: iptables rules (pure)", () => {
   const red = net({ name: "red", vni: 43, cidr: "10.245.0.0/16", subnet: "10.245.1.0/24", natOutgoing: false, isolated: false });
 
   it("masquerades traffic leaving a network with natOutgoing, never pod-to-pod or multicast", () => {
+    assert.match(renderRules([blue], false).nat.at(-1)!, /-j MASQUERADE$/, "without --random-fully when iptables lacks it");
     const r = renderRules([blue, red]);
     assert.deepEqual(r.nat, [
       "-A WEFT-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment weft:blue -j RETURN",
