@@ -11,6 +11,7 @@ import { silentLogger } from "../../pkg/log/index.js";
 import { Store } from "../../pkg/store/index.js";
 import { SimAgent, simJoinRequest } from "../harness/sim-agent.js";
 import { netSpec } from "../harness/specs.js";
+import { preloadNode } from "../harness/preload.js";
 
 const N = Number(process.env.PEERS ?? 5000);
 const NETWORK = "bench";
@@ -28,9 +29,7 @@ await Promise.all(
     while (next < N) {
       const i = next++;
       const req = simJoinRequest(`peer-${i}`, i + 1, [NETWORK]);
-      await store.registerNode({ name: req.nodeName, underlayIP: req.underlayIp, labels: {}, agentVersion: "sim", uplinkMtu: 1500, vtepMacs: req.vtepMacs }, 24 * 3600);
-      const { subnet } = await store.allocateSubnet({ node: req.nodeName, network: spec, taken });
-      taken.add(subnet);
+      await preloadNode(store, spec, { name: req.nodeName, underlayIP: req.underlayIp, vtepMac: req.vtepMacs[NETWORK] }, taken);
     }
   }),
 );

@@ -19,6 +19,7 @@ import { silentLogger } from "../../pkg/log/index.js";
 import { Store } from "../../pkg/store/index.js";
 import { Netns, uniqueNetnsPrefix } from "../harness/netns.js";
 import { netSpec } from "../harness/specs.js";
+import { preloadNode } from "../harness/preload.js";
 
 const VNI = 4747;
 const DEV = `weft.${VNI}`;
@@ -76,9 +77,8 @@ describe("e2e: agent SIGKILLed during a stream of peer updates, restarted while 
   async function addPeer(): Promise<string> {
     const name = `p${counter++}`;
     const i = counter + 10;
-    await store.registerNode({ name, underlayIP: `192.168.67.${i}`, labels: {}, agentVersion: "test", uplinkMtu: 1500, vtepMacs: { [NET]: `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}` } }, 3600);
-    const { subnet } = await store.allocateSubnet({ node: name, network: spec, taken });
-    taken.add(subnet);
+    const vtepMac = `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
+    const subnet = await preloadNode(store, spec, { name, underlayIP: `192.168.67.${i}`, vtepMac }, taken, 3600);
     subnetOf.set(name, subnet);
     return name;
   }
