@@ -83,6 +83,16 @@ export interface CniInvocation {
   args?: Record<string, unknown>;
   /** CNI_ARGS, e.g. `K8S_POD_NAMESPACE=a;K8S_POD_NAME=b`. */
   cniArgs?: string;
+  /** Published ports (what kubelet passes for hostPort, `-p 8080:80` elsewhere), for plugins with the portMappings capability. */
+  portMappings?: PortMapping[];
+}
+
+/** The CNI `portMappings` capability's entry (CONVENTIONS.md). */
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol?: "tcp" | "udp" | "sctp";
+  hostIP?: string;
 }
 
 export interface CniAddResult {
@@ -125,8 +135,10 @@ async function readConflist(file: string): Promise<{ name: string; cniVersion: s
   return JSON.parse(await fs.readFile(file, "utf8"));
 }
 
+/** A plugin's config as a runtime passes it: list name and version, `args`, and runtimeConfig for the capabilities it declares. */
 function pluginConfig(list: { name: string; cniVersion: string }, plugin: Record<string, unknown>, inv: CniInvocation): Record<string, unknown> {
-  return { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(inv.args ? { args: inv.args } : {}), ...(plugin.type === "portmap" ? { runtimeConfig: { portMappings: [] } } : {}) };
+  const caps = (plugin.capabilities ?? {}) as Record<string, boolean>;
+  return { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(inv.args ? { args: inv.args } : {}), ...(caps.portMappings ? { runtimeConfig: { portMappings: inv.portMappings ?? [] } } : {}) };
 }
 
 /**
