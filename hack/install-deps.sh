@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(etcd-server etcd-client iproute2 iptables containernetworking-plugins
-  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash)
+  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash dnsutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,6 +79,20 @@ export interface CniInvocation {
    * belongs to (lab, tests). Absent: the current one, as a container runtime does.
    */
   hostNetns?: string;
+  /** Passed to every plugin as the config's `args` (CNI convention), e.g. `{ weft: { name, aliases } }`. */
+  args?: Record<string, unknown>;
+  /** CNI_ARGS, e.g. `K8S_POD_NAMESPACE=a;K8S_POD_NAME=b`. */
+  cniArgs?: string;
+  /** Published ports (what kubelet passes for hostPort, `-p 8080:80` elsewhere), for plugins with the portMappings capability. */
+  portMappings?: PortMapping[];
+}
+
+/** The CNI `portMappings` capability's entry (CONVENTIONS.md). */
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol?: "tcp" | "udp" | "sctp";
+  hostIP?: string;
 }
 
 export interface CniAddResult {
@@ -100,6 +114,7 @@ async function callPlugin(binDir: string, command: "ADD" | "DEL", inv: CniInvoca
       CNI_NETNS: inv.netnsPath,
       CNI_IFNAME: inv.ifName ?? "eth0",
       CNI_PATH: binDir,
+      ...(inv.cniArgs ? { CNI_ARGS: inv.cniArgs } : {}),
     },
   });
   const out = String(res.stdout).trim();
@@ -120,14 +135,28 @@ async function readConflist(file: string): Promise<{ name: string; cniVersion: s
   return JSON.parse(await fs.readFile(file, "utf8"));
 }
 
-/** ADD through every plugin of the conflist in order, chaining prevResult (CNI spec). */
+/** A plugin's config as a runtime passes it: list name and version, `args`, and runtimeConfig for the capabilities it declares. */
+function pluginConfig(list: { name: string; cniVersion: string }, plugin: Record<string, unknown>, inv: CniInvocation): Record<string, unknown> {
+  const caps = (plugin.capabilities ?? {}) as Record<string, boolean>;
+  return { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(inv.args ? { args: inv.args } : {}), ...(caps.portMappings ? { runtimeConfig: { portMappings: inv.portMappings ?? [] } } : {}) };
+}
+
+/**
+ * ADD through every plugin of the conflist in order, chaining prevResult (CNI
+ * spec). When a plugin fails, DEL runs for the whole list, as runtimes do, so
+ * nothing is left half-attached; the ADD error is what is thrown.
+ */
 export async function cniAdd(inv: CniInvocation): Promise<CniAddResult> {
   const list = await readConflist(inv.conflistPath);
   const binDir = inv.binDir ?? DEFAULT_CNI_BIN_DIR;
   let prev: Record<string, unknown> | undefined;
-  for (const plugin of list.plugins) {
-    const config = { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(prev ? { prevResult: prev } : {}), ...(plugin.type === "portmap" ? { runtimeConfig: { portMappings: [] } } : {}) };
-    prev = await callPlugin(binDir, "ADD", inv, config);
+  try {
+    for (const plugin of list.plugins) {
+      prev = await callPlugin(binDir, "ADD", inv, { ...pluginConfig(list, plugin, inv), ...(prev ? { prevResult: prev } : {}) });
+    }
+  } catch (err) {
+    await cniDel(inv).catch(() => undefined);
+    throw err;
   }
   const ips = (prev?.ips ?? []) as { address: string; interface?: number }[];
   const ifaces = (prev?.interfaces ?? []) as { name: string; mac?: string; sandbox?: string }[];
@@ -141,7 +170,11 @@ export async function cniAdd(inv: CniInvocation): Promise<CniAddResult> {
 export async function cniDel(inv: CniInvocation): Promise<void> {
   const list = await readConflist(inv.conflistPath);
   const binDir = inv.binDir ?? DEFAULT_CNI_BIN_DIR;
+  // Every plugin gets its DEL even when one before it failed: what one leaves
+  // behind must not keep the others' resources (addresses, rules) allocated.
+  let first: unknown;
   for (const plugin of [...list.plugins].reverse()) {
-    await callPlugin(binDir, "DEL", inv, { ...plugin, name: list.name, cniVersion: list.cniVersion, ...(plugin.type === "portmap" ? { runtimeConfig: { portMappings: [] } } : {}) });
+    await callPlugin(binDir, "DEL", inv, pluginConfig(list, plugin, inv)).catch((err) => (first ??= err));
   }
+  if (first) throw first;
 }

@@ -4,7 +4,7 @@
 import { poolCapacity } from "../ipam/index.js";
 import { parseCidr } from "../ip/index.js";
 import type { NetworkSpec } from "../store/index.js";
-import { checkNetworkConflicts, validateNetworkSpec, ValidationError } from "../spec/index.js";
+import { checkNetworkConflicts, IMMUTABLE_FIELDS, validateNetworkSpec, ValidationError } from "../spec/index.js";
 
 /** What the controller needs of an OverlayNetwork object. */
 export interface NetworkObject {
@@ -140,5 +140,5 @@ function normalize(s: NetworkStatus | undefined): unknown {
 
 /** The fields whose change means a different network: a stored mirror with other values is replaced. */
 export function immutableChanged(a: NetworkSpec, b: NetworkSpec): boolean {
-  return a.cidr !== b.cidr || a.vni !== b.vni || a.nodePrefixLength !== b.nodePrefixLength;
+  return IMMUTABLE_FIELDS.some((f) => a[f] !== b[f]);
 }

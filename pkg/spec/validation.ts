@@ -114,10 +114,20 @@ export function validateNetworkSpec(input: unknown): NetworkSpec {
   };
 }
 
+/** Fields a network keeps for its life: changing one means a different network. */
+export const IMMUTABLE_FIELDS = ["cidr", "vni", "nodePrefixLength", "mode"] as const;
+const IMMUTABLE_WHY: Record<(typeof IMMUTABLE_FIELDS)[number], string> = {
+  cidr: "nodes hold subnets of it",
+  vni: "nodes hold subnets of it",
+  nodePrefixLength: "nodes hold subnets of it",
+  // Routed and switched networks address pods differently (own subnet vs one segment): running pods would keep addresses of the other model.
+  mode: "pods hold addresses of that model",
+};
+
 /**
  * Checks `spec` against the other stored networks (and its own stored
- * version): VNI unique, CIDRs disjoint, at most one default, and cidr / vni /
- * nodePrefixLength unchanged once created (nodes hold subnets of them).
+ * version): VNI unique, CIDRs disjoint, at most one default, and the
+ * IMMUTABLE_FIELDS unchanged once created.
  */
 export function checkNetworkConflicts(spec: NetworkSpec, others: NetworkSpec[], existing?: NetworkSpec): void {
   const problems: Problem[] = [];
@@ -129,8 +139,8 @@ export function checkNetworkConflicts(spec: NetworkSpec, others: NetworkSpec[], 
     if (spec.default && other.default) problems.push({ field: "spec.default", message: `network "${other.name}" is already the default` });
   }
   if (existing) {
-    for (const f of ["cidr", "vni", "nodePrefixLength"] as const) {
-      if (existing[f] !== spec[f]) problems.push({ field: `spec.${f}`, message: `is immutable (nodes hold subnets of it): was ${existing[f]}, got ${spec[f]}; delete and recreate the network instead` });
+    for (const f of IMMUTABLE_FIELDS) {
+      if (existing[f] !== spec[f]) problems.push({ field: `spec.${f}`, message: `is immutable (${IMMUTABLE_WHY[f]}): was ${existing[f]}, got ${spec[f]}; delete and recreate the network instead` });
     }
   }
   if (problems.length > 0) throw new ValidationError(problems);

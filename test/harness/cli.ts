@@ -16,9 +16,25 @@ function newestSource(dir: string): number {
   return newest;
 }
 
-/** Arguments for `node` that run `cmd` (weftctl, weft-controller, weft-agent). */
-export function commandArgv(cmd: "weftctl" | "weft-controller" | "weft-agent"): string[] {
+/** Arguments for `node` that run `cmd` (weftctl, weft-controller, weft-agent, the weft CNI plugin). */
+export function commandArgv(cmd: "weftctl" | "weft-controller" | "weft-agent" | "weft-cni"): string[] {
   const built = path.join(REPO, "dist/cmd", cmd, "main.js");
   const fresh = fs.existsSync(built) && fs.statSync(built).mtimeMs >= Math.max(newestSource(path.join(REPO, "cmd", cmd)), newestSource(path.join(REPO, "pkg")));
   return fresh ? [built] : ["--import", "tsx", path.join(REPO, "cmd", cmd, "main.ts")];
+}
+
+/**
+ * A CNI bin dir for tests: Debian's plugins linked in, plus `weft` as a
+ * wrapper that runs the plugin from this checkout (a runtime finds plugins by
+ * type name in CNI_PATH).
+ */
+export function cniBinDir(dir: string, system = "/usr/lib/cni"): string {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const name of fs.readdirSync(system)) {
+    const link = path.join(dir, name);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.join(system, name), link);
+  }
+  const argv = commandArgv("weft-cni").map((a) => `'${a}'`).join(" ");
+  fs.writeFileSync(path.join(dir, "weft"), `#!/bin/sh\nexec '${process.execPath}' ${argv} "$@"\n`, { mode: 0o755 });
+  return dir;
 }

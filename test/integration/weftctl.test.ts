@@ -117,6 +117,7 @@ describe("weftctl (real etcd, child process)", function () {
       ["name: y4\ncidr: 10.65.0.0/16\nvni: '65'\nnodePrefixLength: 24\n", /spec\.vni: must be an integer .*got "65"/],
       ["name: blue\ncidr: 10.244.0.0/16\nvni: 43\nnodePrefixLength: 24\ndefault: true\n", /spec\.vni: is immutable .*was 42, got 43/],
       ["name: blue\ncidr: 10.244.0.0/15\nvni: 42\nnodePrefixLength: 24\ndefault: true\n", /spec\.cidr: is immutable .*was 10\.244\.0\.0\/16, got 10\.244\.0\.0\/15/],
+      ["name: blue\ncidr: 10.244.0.0/16\nvni: 42\nnodePrefixLength: 24\ndefault: true\nmode: switched\n", /spec\.mode: is immutable .*was routed, got switched/],
     ];
     for (const [yaml, message] of yamlCases) {
       fs.writeFileSync(file, yaml);

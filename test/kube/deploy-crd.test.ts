@@ -114,7 +114,7 @@ describe("deploy/ on a real kube-apiserver", function () {
     before(async () => {
       await kube.api.kubectl(["create", "-f", "-"], { input: onet("immutable", { cidr: "10.60.0.0/16", vni: 60, nodePrefixLength: 24 }) });
     });
-    for (const [field, value] of [["cidr", "10.61.0.0/16"], ["vni", 61], ["nodePrefixLength", 25]] as const) {
+    for (const [field, value] of [["cidr", "10.61.0.0/16"], ["vni", 61], ["nodePrefixLength", 25], ["mode", "switched"]] as const) {
       it(`rejects a change of ${field}`, async () => {
         const res = await kube.api.kubectl(["patch", "onet", "immutable", "--type=merge", "-p", JSON.stringify({ spec: { [field]: value } })], { reject: false });
         assert.notEqual(res.exitCode, 0, `accepted: ${res.stdout}`);

@@ -199,13 +199,14 @@ describe("validation: conflicts between networks", () => {
     assert.deepEqual(problems({ ...blue }, [blue, green]), []);
   });
 
-  it("keeps cidr, vni and nodePrefixLength immutable and lets the rest change", () => {
+  it("keeps cidr, vni, nodePrefixLength and mode immutable and lets the rest change", () => {
     const red = netSpec("red", "10.245.0.0/16", 43);
     const immutable: [Partial<NetworkSpec>, string, RegExp][] = [
       [{ cidr: "10.246.0.0/16" }, "spec.cidr", /^is immutable \(nodes hold subnets of it\): was 10\.245\.0\.0\/16, got 10\.246\.0\.0\/16; delete and recreate the network instead$/],
       [{ cidr: "10.245.0.0/17" }, "spec.cidr", /was 10\.245\.0\.0\/16, got 10\.245\.0\.0\/17/],
       [{ vni: 44 }, "spec.vni", /^is immutable .*was 43, got 44/],
       [{ nodePrefixLength: 25 }, "spec.nodePrefixLength", /^is immutable .*was 24, got 25/],
+      [{ mode: "switched" }, "spec.mode", /^is immutable \(pods hold addresses of that model\): was routed, got switched/],
     ];
     for (const [change, field, message] of immutable) {
       const found = problems({ ...red, ...change }, [blue, green], red);
@@ -213,7 +214,7 @@ describe("validation: conflicts between networks", () => {
       assert.equal(found[0].field, field);
       assert.match(found[0].message, message);
     }
-    const mutable: Partial<NetworkSpec>[] = [{ mtu: 1400 }, { port: 8472 }, { mode: "switched" }, { natOutgoing: false }, { isolated: false }, { nodeSelector: { zone: "a" } }];
+    const mutable: Partial<NetworkSpec>[] = [{ mtu: 1400 }, { port: 8472 }, { natOutgoing: false }, { isolated: false }, { nodeSelector: { zone: "a" } }];
     for (const change of mutable) assert.deepEqual(problems({ ...red, ...change }, [blue, green], red), [], JSON.stringify(change));
   });
 
