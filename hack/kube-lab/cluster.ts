@@ -169,6 +169,8 @@ export class KubeLab {
       `--client-ca-file=${f("ca.crt")}`,
       `--kubelet-client-certificate=${f("apiserver-kubelet-client.crt")}`,
       `--kubelet-client-key=${f("apiserver-kubelet-client.key")}`,
+      // Node names do not resolve; the underlay address does.
+      "--kubelet-preferred-address-types=InternalIP",
       `--secure-port=${API_PORT}`,
       "--bind-address=0.0.0.0",
       `--advertise-address=${CONTROL_PLANE_IP}`,
@@ -248,6 +250,8 @@ export class KubeLab {
       `--kubeconfig=${kubeletKc}`,
       `--hostname-override=${name}`,
       `--node-ip=${node.ip}`,
+      // -999 by default, which needs CAP_SYS_RESOURCE (not granted here).
+      "--oom-score-adj=0",
       "--v=1",
     ]);
     const proxyKc = this.pki.kubeconfig(`kube-proxy-${name}`, this.server, this.creds.get("system:kube-proxy")!);
@@ -300,6 +304,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     # Pod network namespaces under /run/containerd (node-private), not /run/netns.
     netns_mounts_under_state_dir = true
     disable_apparmor = true
+    # This machine's bounding set lacks CAP_SYS_RESOURCE: nothing may lower its
+    # oom_score_adj (runc failed with "failed to update /proc/self/oom_score_adj:
+    # Permission denied" for the pause container's -998). Clamp instead.
+    restrict_oom_score_adj = true
     tolerate_missing_hugetlb_controller = true
     disable_hugetlb_controller = true
     [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -369,6 +377,8 @@ hostnameOverride: ${node.name}
 bindAddress: ${node.ip}
 healthzBindAddress: ${node.ip}:10256
 metricsBindAddress: 127.0.0.1:10249
+# Its default -999 needs CAP_SYS_RESOURCE, which this machine does not grant.
+oomScoreAdj: 0
 clusterCIDR: 10.244.0.0/16
 # conntrack limits are machine-wide (or per-netns defaults): leave them alone.
 conntrack:

@@ -42,3 +42,8 @@ vm/overcommit_memory 1
 kernel/panic 10
 kernel/panic_on_oops 1
 KEYS
+
+# What a Kubernetes node is provisioned with (kubeadm's preflight requires it;
+# Weft's unprivileged agent only checks it): forwarding on, in this node's
+# network namespace only.
+sysctl -qw net.ipv4.ip_forward=1
