@@ -50,11 +50,10 @@ export class WeftOnLab {
     await this.lab.kubectl(["apply", "-k", this.overlay]);
   }
 
-  /** gen-certs.sh for the nodes and the controller Service's ClusterIP, Weft's etcd with its certificate, then the Secrets. */
+  /** gen-certs.sh for the controller Service's ClusterIP (no node list: no node holds a key), Weft's etcd with its certificate, then the Secrets. */
   async certificatesAndEtcd(): Promise<void> {
-    const nodes = (await this.lab.kubectl(["get", "nodes", "-o", "name"])).stdout;
     const svcIp = (await this.lab.kubectl(["-n", NAMESPACE, "get", "svc", "weft-controller", "-o", "jsonpath={.spec.clusterIP}"])).stdout.trim();
-    await sh(path.join(ROOT, "hack/gen-certs.sh"), ["--out", this.certs, "--nodes", nodes, "--etcd-endpoints", `https://${CONTROL_PLANE_IP}:${WEFT_ETCD_PORT}`, "--etcd-ip", CONTROL_PLANE_IP, "--controller-ip", svcIp]);
+    await sh(path.join(ROOT, "hack/gen-certs.sh"), ["--out", this.certs, "--etcd-endpoints", `https://${CONTROL_PLANE_IP}:${WEFT_ETCD_PORT}`, "--etcd-ip", CONTROL_PLANE_IP, "--controller-ip", svcIp]);
     const c = (f: string) => path.join(this.certs, f);
     this.etcd = new LabProcess("weft-etcd", this.lab.cpNs, [
       "etcd", "--name=weft", `--data-dir=${path.join(this.lab.opts.runDir, "weft-etcd")}`,

@@ -15,6 +15,7 @@ import { peerCounts, subnetsOf, toNodeDesired, type NodeIdentity } from "./desir
 import { agentMetrics, type AgentMetrics } from "./metrics.js";
 import { configFromState, loadState, saveState, stateFromConfig } from "./state.js";
 import { AGENT_VERSION } from "./version.js";
+import { channelCredentials, type TokenAuth } from "./credentials.js";
 
 export const DEFAULT_RESYNC_INTERVAL_MS = 30_000;
 
@@ -45,6 +46,8 @@ export interface AgentOptions {
   resyncIntervalMs?: number;
   labels?: Record<string, string>;
   tls?: TlsFiles;
+  /** Kubernetes mode: a ServiceAccount token instead of a client certificate (then `tls` is unused). */
+  token?: TokenAuth;
   /** Tests only: the dataplane runs its commands in this network namespace. */
   netns?: string;
   disableTxChecksumOffload?: boolean;
@@ -185,7 +188,7 @@ export class Agent {
 
     this.connection = new ControllerConnection({
       addresses: opts.controllers,
-      credentials: () => (opts.tls ? grpc.credentials.createSsl(opts.tls.ca, opts.tls.key, opts.tls.cert) : grpc.credentials.createInsecure()),
+      credentials: () => channelCredentials(opts.tls, opts.token),
       joinRequest: () => this.joinRequest(),
       log,
       reconnectBaseMs: opts.reconnectBaseMs,
@@ -200,7 +203,7 @@ export class Agent {
       onDisconnected: () => this.metrics.controllerConnected.set(0),
     });
     this.connection.start();
-    log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls }, "agent started");
+    log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls, token: opts.token?.file }, "agent started");
   }
 
   /** Stops talking to the controller. The kernel stays exactly as programmed. */

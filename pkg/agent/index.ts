@@ -10,3 +10,4 @@ export { agentMetrics, type AgentMetrics } from "./metrics.js";
 export { parseControllerAddresses, ReconnectPolicy, RECONNECT_BASE_MS, RECONNECT_CAP_MS, type Attempt } from "./reconnect.js";
 export { configFromState, loadState, parseState, removeState, saveState, serializeState, stateFromConfig, statePath, STATE_FILE, type PersistedState } from "./state.js";
 export { AGENT_VERSION } from "./version.js";
+export { channelCredentials, type TokenAuth } from "./credentials.js";

@@ -14,8 +14,8 @@ import { ModelSync } from "./sync.js";
 export interface TlsFiles {
   cert: Buffer;
   key: Buffer;
-  /** Clients must present a certificate signed by this CA. */
-  ca: Buffer;
+  /** Clients must present a certificate signed by this CA (null: none asked for, with authorizeJoin). */
+  ca: Buffer | null;
 }
 
 export interface ControllerOptions {
@@ -42,6 +42,12 @@ export interface ControllerOptions {
   kube?: KubePort;
   /** Kubernetes mode: how often the leader re-checks every status and Node condition from its caches (client-go's resync). */
   kubeResyncMs?: number;
+  /**
+   * Agents authenticate per Join instead of by client certificate (Kubernetes:
+   * ServiceAccount token + TokenReview); with `tls`, the server then asks for
+   * no client certificate. Returns why a Join is refused.
+   */
+  authorizeJoin?: (metadata: grpc.Metadata, node: string) => Promise<string | undefined>;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
 }
@@ -109,7 +115,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   };
 
   const sync = new ModelSync(store, model, onChange, log, () => metrics.watchRestarts.inc());
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls && !opts.authorizeJoin, authorizeJoin: opts.authorizeJoin, nodeLabels: kubeMode?.nodeLabels });
 
   // Ready only once agents can actually connect: the gRPC port is bound, the view loaded.
   let serving = false;
@@ -123,7 +129,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   server.addService(lenientService(), { join: sessions.join });
   const creds = opts.tls
-    ? grpc.ServerCredentials.createSsl(opts.tls.ca, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], true)
+    ? grpc.ServerCredentials.createSsl(opts.tls.ca, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], !opts.authorizeJoin)
     : grpc.ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(opts.listen, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p))),
