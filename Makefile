@@ -55,6 +55,9 @@ test-e2e: deps build ## end-to-end tests (network namespaces, real kernel)
 test-kube: deps build kube-tools ## Kubernetes tests (real kube-apiserver, deploy/ manifests, controller in Kubernetes mode)
 	@$(MOCHA) 'test/kube/**/*.test.ts'
 
+test-kube-nodes: deps kube-node-tools ## Weft on real kubelets: a kube-lab cluster (containerd + kubelet per node namespace), DaemonSet, cross-node pods, hostPort, token identity, rolling update, Node deletion
+	@$(MOCHA) 'test/kube-nodes/**/*.test.ts'
+
 bench: deps build kube-tools ## benchmarks: tables printed and written to bench/results/
 	@node --import tsx test/bench/run.ts
 

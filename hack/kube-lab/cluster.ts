@@ -34,8 +34,10 @@ export interface KubeLabOptions {
 export interface Images {
   pause: string;
   test: string;
-  /** tag → archive */
-  weft: Map<string, string>;
+  /** The Weft image's archive (tagged localhost/weft:<tags[0]>). */
+  weft: string;
+  /** Every tag the nodes get for it (extra tags are added in each node's containerd: same image, new tag, as a rollout needs). */
+  weftTags: string[];
 }
 
 export async function toolBinary(name: string): Promise<string> {
@@ -46,12 +48,10 @@ export async function toolBinary(name: string): Promise<string> {
 
 /** Builds (or finds cached) the lab's images; `tags` are the Weft image tags wanted. */
 export async function buildImages(tags: string[]): Promise<Images> {
-  const res = await execa(path.join(ROOT, "hack/kube-lab/images.sh"), tags.flatMap((t) => ["--weft-tag", t]), { reject: false, stdin: "ignore", cwd: ROOT });
+  const res = await execa(path.join(ROOT, "hack/kube-lab/images.sh"), ["--weft-tag", tags[0]], { reject: false, stdin: "ignore", cwd: ROOT });
   if (res.exitCode !== 0) throw new Error(`hack/kube-lab/images.sh failed (exit ${res.exitCode}):\n${res.stderr.slice(-3000)}`);
   const kv = new Map(res.stdout.trim().split("\n").map((l) => l.split("=", 2) as [string, string]));
-  const weft = new Map<string, string>([[tags[0], kv.get("weft")!]]);
-  for (const t of tags.slice(1)) weft.set(t, kv.get(`weft-${t}`)!);
-  return { pause: kv.get("pause")!, test: kv.get("test")!, weft };
+  return { pause: kv.get("pause")!, test: kv.get("test")!, weft: kv.get("weft")!, weftTags: tags };
 }
 
 /** Removes everything a kube-lab of this prefix left: node cgroups and namespaces, control-plane processes, mounts, the run dir. */
@@ -239,7 +239,8 @@ export class KubeLab {
     }, 30_000, 200).catch((err) => {
       throw new Error(`${(err as Error).message}\n${containerd.tail()}`);
     });
-    await this.importImages(node, [images.pause, images.test, ...images.weft.values()]);
+    await this.importImages(node, [images.pause, images.test, images.weft]);
+    for (const t of images.weftTags.slice(1)) await node.exec(["ctr", "-n", "k8s.io", "images", "tag", "--force", `localhost/weft:${images.weftTags[0]}`, `localhost/weft:${t}`]);
     await node.exec(["ctr", "-n", "k8s.io", "images", "label", PAUSE_IMAGE, "io.cri-containerd.pinned=pinned"]);
 
     const kubeletKc = this.pki.kubeconfig(`kubelet-${name}`, this.server, this.creds.get(`system:node:${name}`)!);
