@@ -90,6 +90,7 @@ async function up(o: { nodes: number }): Promise<void> {
     process.stdout.write(`kubectl: ip netns exec ${lab.cpNs} kubectl --kubeconfig ${lab.kubeconfig} get pods -A\nremove: make kube-lab-down\n`);
     if (failed) process.exitCode = 1;
   } catch (err) {
+    if (interrupted) return; // the signal handler is removing everything
     process.stdout.write(`${red("failed")}: ${(err as Error).message}\nthe cluster is left for inspection (logs in ${RUN_DIR}); make kube-lab-down removes it\n`);
     process.exitCode = 1;
   }

@@ -10,7 +10,8 @@
 #   weft     localhost/weft:<tag>            deploy/Dockerfile with BASE=the above
 # Each is saved as a docker-archive in $WEFT_CACHE/images, keyed by a hash of
 # its inputs, so a warm run only checks hashes. Prints "name=archive" lines.
-#   hack/kube-lab/images.sh [--weft-tag TAG]...
+#   hack/kube-lab/images.sh [--weft-tag TAG]   (default 0.1.0; more tags of the
+#   same image are added in each node's containerd by hack/kube-lab/cluster.ts)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -21,7 +22,7 @@ mkdir -p "$out"
 tags=()
 while (($#)); do
   case "$1" in
-    --weft-tag) tags+=("$2"); shift 2 ;;
+    --weft-tag) tags=("$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "images: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -93,7 +94,7 @@ fi
 echo "test=$test_tar"
 
 # --- base -------------------------------------------------------------------
-key=$( (cat "$0" | sed -n '/^# --- base/,/^# --- weft/p'; echo "$NODE_INTEGRITY $NPM_INTEGRITY") | hash_of)
+key=$( (cat "$0" | sed -n '/^# --- base/,/^# --- weft/p'; cat hack/kube-lab/apt-docker-clean; echo "$NODE_INTEGRITY $NPM_INTEGRITY") | hash_of)
 base_image="localhost/weft-base:bookworm-node$NODE_VERSION-$key"
 if ! bh inspect --type image "$base_image" >/dev/null 2>&1; then
   log "assembling $base_image: Debian bookworm minbase + Node $NODE_VERSION + npm $NPM_VERSION"
@@ -130,7 +131,7 @@ bud() {
   fi
   bh bud --quiet --layers --pull=never --network host --build-arg "BASE=$base_image" "${ca[@]}" -f deploy/Dockerfile "$@" .
 }
-key=$( (echo "$base_image"; cat deploy/Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json;
+key=$( (echo "$base_image ${tags[0]}"; cat deploy/Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json;
         git ls-files -s cmd pkg; git diff HEAD -- cmd pkg) | hash_of)
 weft_tar="$out/weft-$key.tar"
 if [ ! -f "$weft_tar" ]; then
@@ -139,12 +140,4 @@ if [ ! -f "$weft_tar" ]; then
   save "localhost/weft:${tags[0]}" "$weft_tar"
 fi
 echo "weft=$weft_tar"
-for t in "${tags[@]:1}"; do
-  bh tag "localhost/weft:${tags[0]}" "localhost/weft:$t" 2>/dev/null || {
-    bud -t "localhost/weft:${tags[0]}" >&2
-    bh tag "localhost/weft:${tags[0]}" "localhost/weft:$t"; }
-  f="$out/weft-$key-$t.tar"
-  [ -f "$f" ] || save "localhost/weft:$t" "$f"
-  echo "weft-$t=$f"
-done
 for f in "$pause_tar" "$test_tar" "$weft_tar"; do log "$(basename "$f"): $(size "$f") MB"; done
