@@ -91,8 +91,9 @@ describe("Kubernetes mode with two controller replicas", function () {
   });
 
   it("the resync puts back a status somebody else overwrote", async () => {
-    await kube.api.kubectl(["patch", "onet", "pods", "--subresource=status", "--type=merge", "-p", JSON.stringify({ status: { allocated: 99, nodes: ["intruder"] } })]);
-    assert.equal((await onet("pods")).status?.allocated, 99);
+    // The patch's own answer shows the overwrite landed; a separate read can race the 1 s resync.
+    const patched = JSON.parse((await kube.api.kubectl(["patch", "onet", "pods", "--subresource=status", "--type=merge", "-o", "json", "-p", JSON.stringify({ status: { allocated: 99, nodes: ["intruder"] } })])).stdout) as { status?: { allocated?: number } };
+    assert.equal(patched.status?.allocated, 99);
     await waitFor("allocated back to 1", async () => (await onet("pods")).status?.allocated === 1, 15_000, 200);
     assert.deepEqual((await onet("pods")).status?.nodes, ["node-a"]);
   });
