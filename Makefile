@@ -12,7 +12,7 @@ WEFT_CACHE ?= $(HOME)/.cache/weft
 export WEFT_CACHE
 export PATH := $(PATH):$(WEFT_CACHE)/bin
 
-.PHONY: help deps gen verify-gen build typecheck kube-tools test test-unit test-integration test-e2e test-kube bench lab lab-down clean
+.PHONY: help deps gen verify-gen build typecheck kube-tools kube-node-tools test test-unit test-integration test-e2e test-kube test-kube-nodes bench lab lab-down kube-lab kube-lab-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ kube-tools: ## build kube-apiserver (and kubectl if missing) for the Kubernetes 
 	@hack/build-kube-apiserver.sh kube-apiserver >/dev/null
 	@command -v kubectl >/dev/null || hack/build-kube-apiserver.sh kubectl >/dev/null
 
+kube-node-tools: kube-tools ## build kubelet, kube-proxy, kube-scheduler, kube-controller-manager for make kube-lab; cached, a few minutes after kube-tools
+	@for t in kubelet kube-proxy kube-scheduler kube-controller-manager; do hack/build-kube-apiserver.sh $$t >/dev/null; done
+
 test: deps verify-gen typecheck build kube-tools ## install what is needed, then run every test suite
 	@$(MOCHA) 'test/unit/**/*.test.ts' 'test/integration/**/*.test.ts' 'test/e2e/**/*.test.ts' 'test/kube/**/*.test.ts'
 
@@ -53,6 +56,9 @@ test-e2e: deps build ## end-to-end tests (network namespaces, real kernel)
 test-kube: deps build kube-tools ## Kubernetes tests (real kube-apiserver, deploy/ manifests, controller in Kubernetes mode)
 	@$(MOCHA) 'test/kube/**/*.test.ts'
 
+test-kube-nodes: deps kube-node-tools ## Weft on real kubelets: a kube-lab cluster (containerd + kubelet per node namespace), DaemonSet, cross-node pods, hostPort, token identity, rolling update, Node deletion
+	@$(MOCHA) 'test/kube-nodes/**/*.test.ts'
+
 bench: deps build kube-tools ## benchmarks: tables printed and written to bench/results/
 	@node --import tsx test/bench/run.ts
 
@@ -61,6 +67,12 @@ lab: deps build ## a whole Weft cluster in network namespaces on this machine
 
 lab-down: ## remove everything `make lab` created
 	@node --import tsx hack/lab.ts down
+
+kube-lab: deps kube-node-tools ## a real Kubernetes cluster (containerd + kubelet per node) in namespaces, Weft installed from deploy/, ping matrix
+	@node --import tsx hack/kube-lab.ts up --nodes $(NODES)
+
+kube-lab-down: ## remove everything `make kube-lab` created
+	@node --import tsx hack/kube-lab.ts down
 
 clean: ## remove build output
 	rm -rf dist

@@ -5,13 +5,20 @@
 # go.mod replaces each with its published v0.<minor>.<patch>.
 # Prints the binary's path. Skipped when the cached binary exists;
 # KUBE_APISERVER=/path uses that binary instead.
-#   hack/build-kube-apiserver.sh [kube-apiserver|kubectl]
+#   hack/build-kube-apiserver.sh [kube-apiserver|kubectl|kubelet|kube-controller-manager|kube-scheduler|kube-proxy]
 # `kubectl` builds kubectl the same way (for machines without one) and links
 # it as $cache/bin/kubectl, which the Makefile puts at the end of PATH.
+# kubelet, kube-controller-manager, kube-scheduler and kube-proxy (for
+# `make kube-lab` and test/kube-nodes) share the module and build caches, so
+# after kube-apiserver each is mostly a link.
 set -euo pipefail
 
 cmd="${1:-kube-apiserver}"
-case "$cmd" in kube-apiserver|kubectl) ;; *) echo "build-kube-apiserver: unknown command $cmd (kube-apiserver or kubectl)" >&2; exit 2 ;; esac
+case "$cmd" in
+  kube-apiserver|kubectl) group=kube-apiserver; tools="kube-apiserver kubectl" ;;
+  kubelet|kube-controller-manager|kube-scheduler|kube-proxy) group=kube-node; tools="kubelet kube-controller-manager kube-scheduler kube-proxy" ;;
+  *) echo "build-kube-apiserver: unknown command $cmd (kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler or kube-proxy)" >&2; exit 2 ;;
+esac
 
 if [ "$cmd" = kube-apiserver ] && [ -n "${KUBE_APISERVER:-}" ]; then
   [ -x "$KUBE_APISERVER" ] || { echo "KUBE_APISERVER=$KUBE_APISERVER is not executable" >&2; exit 1; }
@@ -32,7 +39,7 @@ command -v go >/dev/null || { echo "build-kube-apiserver: Go 1.24 or newer is re
 gominor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 [ "${gominor:-0}" -ge 24 ] || { echo "build-kube-apiserver: Go 1.24 or newer is required to build Kubernetes ${KUBE_VERSION:-v1.34}; found $(go env GOVERSION)" >&2; exit 1; }
 start=$(date +%s)
-work="$cache/build/kube-apiserver-$version"
+work="$cache/build/$group-$version"
 mkdir -p "$work" "$cache/bin"
 cd "$work"
 staging="v0.${version#v1.}"
@@ -43,16 +50,11 @@ module weft.dev/kube-apiserver-build
 
 go 1.24
 MOD
-cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+{
+  printf '//go:build tools\n\npackage tools\n\nimport (\n'
+  for t in $tools; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$t"; done
+  printf ')\n'
+} > tools.go
 
 # Every k8s.io module k8s.io/kubernetes requires at v0.0.0 is a staging module.
 # `go mod download` reads it through whatever GOPROXY/GOFLAGS the machine has.

@@ -5,14 +5,14 @@
 #   weft-etcd-server     ca.crt tls.crt tls.key   serving certificate of the optional
 #                        deploy/etcd (only when Weft makes the etcd PKI, see below)
 #   weft-controller-tls  tls.crt tls.key ca.crt   the controller's gRPC serving certificate
-#   weft-agent-tls       ca.crt <node>.crt <node>.key  one client certificate per node
-# The controller accepts an agent only for the node named in its certificate's
-# CN, so each node gets its own certificate. A DaemonSet cannot mount a
-# different Secret per pod, so all node certificates share one Secret and each
-# agent picks its own file by WEFT_NODE_NAME. Trade-off (documented): a node
-# that is root-compromised can read the other nodes' keys; the Secret's 1 MiB
-# limit allows roughly 500 nodes. Re-run with the new node list when nodes join
-# (the CA in --out is reused, existing certificates stay valid).
+#   weft-ca (ConfigMap)  ca.crt                   the CA bundle agents trust the controller by
+# No node key is in any of them: on Kubernetes, agents prove their node with
+# their pod's projected ServiceAccount token, which the controller checks with
+# TokenReview (the token's bound node must be the node joining). A node added
+# later joins without anything being regenerated.
+# --nodes (standalone / VMs, deploy/systemd): also issue one client
+# certificate per node (CN = node name) as files <node>.crt/<node>.key in --out,
+# for the controller's mTLS mode; they are never put into secrets.yaml.
 #
 # etcd is always reached over https with a client certificate. For your own
 # etcd, pass its CA and a client certificate it accepts (--etcd-ca, --etcd-cert,
@@ -22,11 +22,10 @@
 # each --etcd-ip).
 #
 # Usage:
-#   hack/gen-certs.sh --nodes "$(kubectl get nodes -o name)" \
-#     --etcd-endpoints https://10.0.0.5:2379 \
+#   hack/gen-certs.sh --etcd-endpoints https://10.0.0.5:2379 \
 #     [--etcd-ca ca.pem --etcd-cert client.pem --etcd-key client-key.pem | --etcd-ip IP ...] \
 #     [--controller-ip "$(kubectl -n weft-system get svc weft-controller -o jsonpath='{.spec.clusterIP}')"] \
-#     [--out weft-certs] [--days 365] [--namespace weft-system]
+#     [--nodes "n1 n2"] [--out weft-certs] [--days 365] [--namespace weft-system]
 #   kubectl apply -f weft-certs/secrets.yaml
 # The agents dial the controller Service's ClusterIP, so that IP must be in the
 # controller's certificate: apply deploy/ first (the Service gets its IP), then
@@ -73,7 +72,6 @@ if [ -n "$etcd_ca$etcd_cert$etcd_key" ]; then
 fi
 # Accept "node/a node/b", "a,b" or one per line (kubectl get nodes -o name).
 node_list=$(echo "$nodes" | tr ', ' '\n\n' | sed 's#^node/##' | grep -v '^$' | sort -u || true)
-[ -n "$node_list" ] || { echo "gen-certs: --nodes is required (e.g. \"\$(kubectl get nodes -o name)\")" >&2; exit 2; }
 for n in $node_list; do
   [[ "$n" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$ ]] || { echo "gen-certs: \"$n\" is not a valid node name" >&2; exit 2; }
 done
@@ -157,18 +155,14 @@ YAML
   cat <<YAML
 ---
 apiVersion: v1
-kind: Secret
+kind: ConfigMap
 metadata:
-  name: weft-agent-tls
+  name: weft-ca
   namespace: $namespace
-type: Opaque
 data:
-  ca.crt: $(b64 ca.crt)
+  ca.crt: |
+$(sed 's/^/    /' ca.crt)
 YAML
-  for n in $node_list; do
-    echo "  $n.crt: $(b64 "$n.crt")"
-    echo "  $n.key: $(b64 "$n.key")"
-  done
   ((external)) || tls_secret weft-etcd-server etcd-server etcd-ca
 } > secrets.yaml
-echo "gen-certs: wrote $out/secrets.yaml (CA, controller, $(echo "$node_list" | wc -l) node certificate(s)); apply with: kubectl apply -f $out/secrets.yaml" >&2
+echo "gen-certs: wrote $out/secrets.yaml (etcd, controller, CA bundle; no node keys)${node_list:+ and $(echo "$node_list" | wc -l) node certificate file(s) for standalone mTLS}; apply with: kubectl apply -f $out/secrets.yaml" >&2

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# containerd..libc6-dev: make kube-lab and test/kube-nodes (one containerd per node; images built here).
 packages=(etcd-server etcd-client iproute2 iptables containernetworking-plugins
-  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash dnsutils)
+  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash dnsutils iperf3
+  containerd runc conntrack buildah mmdebstrap busybox-static gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

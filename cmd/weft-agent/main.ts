@@ -20,6 +20,7 @@ interface Flags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  tokenFile?: string;
   disableTxChecksumOffload: boolean;
   cleanup: boolean;
   iptablesBackend: "auto" | "legacy" | "nft";
@@ -42,6 +43,7 @@ const program = new Command("weft-agent")
   .addOption(envOption("--tls-cert <file>", "client certificate (PEM, CN = node name); with --tls-key and --tls-ca enables mTLS"))
   .addOption(envOption("--tls-key <file>", "client private key (PEM)"))
   .addOption(envOption("--tls-ca <file>", "CA that signed the controller's certificate"))
+  .addOption(envOption("--token-file <file>", "Kubernetes mode: authenticate with this projected ServiceAccount token (re-read on every connection) instead of a client certificate; needs --tls-ca only"))
   .addOption(envOption("--disable-tx-checksum-offload [bool]", "turn off tx checksum offload on VXLAN devices (old kernels with --random-fully, flannel#1279)", false).argParser(parseBool))
   .addOption(envOption("--iptables-backend <auto|legacy|nft>", "iptables backend to write to; auto: the one holding the host's rules (as kube-proxy's iptables-wrapper decides)", "auto").argParser(parseBackend))
   .addOption(envOption("--command-timeout <duration>", "kill a kernel command (ip, bridge, iptables) that runs longer than this; reads are retried", 10_000, "10s").argParser(parseDuration))
@@ -65,7 +67,8 @@ await runMain(async () => {
     return;
   }
 
-  const tlsGiven = [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
+  if (f.tokenFile && (!f.tlsCa || f.tlsCert || f.tlsKey)) throw new Error("--token-file: needs --tls-ca (the controller's CA) and no --tls-cert/--tls-key");
+  const tlsGiven = f.tokenFile ? 0 : [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
   if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.resyncInterval > 0 && f.resyncInterval < 1000) throw new Error("--resync-interval: must be 0 (off) or at least 1s");
   const agent = new Agent({
@@ -79,6 +82,7 @@ await runMain(async () => {
     resyncIntervalMs: f.resyncInterval,
     labels: f.labels,
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
+    token: f.tokenFile ? { file: f.tokenFile, ca: fs.readFileSync(f.tlsCa!) } : undefined,
     disableTxChecksumOffload: f.disableTxChecksumOffload,
     iptablesBackend: f.iptablesBackend,
     commandTimeoutMs: f.commandTimeout,

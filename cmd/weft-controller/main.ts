@@ -4,7 +4,8 @@
 import fs from "node:fs";
 import { Command, envOption, parseBool, parseDuration, runMain } from "../../pkg/cli/index.js";
 import { DEFAULT_KUBE_RESYNC_MS, startController } from "../../pkg/controller/index.js";
-import { KubeClient } from "../../pkg/kube/index.js";
+import type { Metadata } from "@grpc/grpc-js";
+import { AgentTokenAuthenticator, KubeClient, tokenReviewer } from "../../pkg/kube/index.js";
 import { newLogger } from "../../pkg/log/index.js";
 import { etcdConnection, etcdFlagOptions, type EtcdFlags } from "../../pkg/store/index.js";
 
@@ -15,6 +16,8 @@ interface Flags extends EtcdFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  agentTokenAudience?: string;
+  agentServiceAccount: string;
   logLevel: string;
   kube: boolean;
   kubeconfig?: string;
@@ -42,14 +45,19 @@ program
   .addOption(envOption("--gc-interval <duration>", "how often the leader garbage-collects orphaned leases", 60_000, "1m").argParser(parseDuration))
   .addOption(envOption("--health-etcd-timeout <duration>", "/healthz fails once etcd has not answered for this long", 30_000, "30s").argParser(parseDuration))
   .addOption(envOption("--identity <name>", "name of this replica in logs and in the leader key (default: hostname-pid)"))
+  .addOption(envOption("--agent-token-audience <aud>", "Kubernetes mode: agents authenticate with projected ServiceAccount tokens of this audience, checked by TokenReview (the token's bound node must be the node joining); --tls-cert/--tls-key only, no client certificates"))
+  .addOption(envOption("--agent-service-account <ns/name>", "Kubernetes mode with --agent-token-audience: the agents' ServiceAccount", "weft-system/weft-agent"))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
 
 await runMain(async () => {
   program.parse();
   const f = program.opts<Flags>();
+  const tokenAuth = !!f.agentTokenAudience;
+  if (tokenAuth && !(f.kube || f.kubeconfig)) throw new Error("--agent-token-audience: needs Kubernetes mode (--kube or --kubeconfig)");
+  if (tokenAuth && (!f.tlsCert || !f.tlsKey)) throw new Error("--agent-token-audience: needs --tls-cert and --tls-key (tokens travel over TLS only)");
   const tlsGiven = [f.tlsCert, f.tlsKey, f.tlsCa].filter(Boolean).length;
-  if (tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
+  if (!tokenAuth && tlsGiven !== 0 && tlsGiven !== 3) throw new Error("--tls-cert, --tls-key and --tls-ca go together");
   if (f.leaseTtl < 5000) throw new Error("--lease-ttl: must be at least 5s");
   if (f.kubeResync < 1000) throw new Error("--kube-resync: must be at least 1s");
   if (f.leaderTtl < 2000) throw new Error("--leader-ttl: must be at least 2s");
@@ -72,7 +80,12 @@ await runMain(async () => {
     listen: f.listen,
     metricsAddr: f.metricsAddr,
     leaseTtlSeconds: Math.round(f.leaseTtl / 1000),
-    tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: fs.readFileSync(f.tlsCa!) } : undefined,
+    tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: f.tlsCa && !tokenAuth ? fs.readFileSync(f.tlsCa) : null } : undefined,
+    authorizeJoin: tokenAuth
+      ? ((auth) => (md: Metadata, node: string) => auth.check(md.get("authorization")[0]?.toString(), node))(
+          new AgentTokenAuthenticator({ review: tokenReviewer(kube!.kc), audience: f.agentTokenAudience!, serviceAccount: f.agentServiceAccount }),
+        )
+      : undefined,
     kube,
     kubeResyncMs: f.kubeResync,
     leaderTtlSeconds: Math.round(f.leaderTtl / 1000),

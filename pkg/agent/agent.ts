@@ -4,7 +4,6 @@
 // flush starts, so a burst of updates costs one conversion per changed peer
 // and one write. Acknowledges each revision once the kernel holds it.
 import os from "node:os";
-import * as grpc from "@grpc/grpc-js";
 import type { ConfigUpdate, JoinRequest } from "../api/index.js";
 import { isIPv4 } from "../ip/index.js";
 import { newLogger, type Logger } from "../log/index.js";
@@ -19,6 +18,7 @@ import type { HostProbe } from "./host.js";
 import type { AgentMetrics } from "./metrics.js";
 import { configFromState, loadState, randomMac, saveMacsSync, StateJournal, stateFromConfig } from "./state.js";
 import { AGENT_VERSION } from "./version.js";
+import { channelCredentials, type TokenAuth } from "./credentials.js";
 
 export type { HostProbe };
 
@@ -47,6 +47,8 @@ export interface AgentOptions {
   resyncIntervalMs?: number;
   labels?: Record<string, string>;
   tls?: TlsFiles;
+  /** Kubernetes mode: a ServiceAccount token instead of a client certificate (then `tls` is unused). */
+  token?: TokenAuth;
   /** Tests only: the dataplane runs its commands in this network namespace. */
   netns?: string;
   disableTxChecksumOffload?: boolean;
@@ -204,7 +206,7 @@ export class Agent {
     // Join as early as possible: peers can program this node as soon as the controller has its MACs.
     this.connection = new ControllerConnection({
       addresses: opts.controllers,
-      credentials: () => (opts.tls ? grpc.credentials.createSsl(opts.tls.ca, opts.tls.key, opts.tls.cert) : grpc.credentials.createInsecure()),
+      credentials: () => channelCredentials(opts.tls, opts.token),
       joinRequest: () => this.joinRequest(),
       log,
       reconnectBaseMs: opts.reconnectBaseMs,
@@ -279,7 +281,7 @@ export class Agent {
 
     this.loop.start();
     if (this.model.config.networks.size > 0 || this.model.revision > 0) this.loop.submit();
-    log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls }, "agent started");
+    log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls, token: opts.token?.file }, "agent started");
   }
 
   /** Stops talking to the controller. The kernel stays exactly as programmed. */

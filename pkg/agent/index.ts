@@ -11,3 +11,4 @@ export type { AgentMetrics } from "./metrics.js";
 export { parseControllerAddresses, ReconnectPolicy, RECONNECT_BASE_MS, RECONNECT_CAP_MS, type Attempt } from "./reconnect.js";
 export { configFromState, loadMacs, loadState, parseState, randomMac, removeState, saveMacsSync, saveState, serializeState, StateJournal, stateFromConfig, statePath, JOURNAL_FILE, MACS_FILE, STATE_FILE, type PersistedState } from "./state.js";
 export { AGENT_VERSION } from "./version.js";
+export { channelCredentials, type TokenAuth } from "./credentials.js";

@@ -15,8 +15,8 @@ import { Health } from "./health.js";
 export interface TlsFiles {
   cert: Buffer;
   key: Buffer;
-  /** Clients must present a certificate signed by this CA. */
-  ca: Buffer;
+  /** Clients must present a certificate signed by this CA (null: none asked for, with authorizeJoin). */
+  ca: Buffer | null;
 }
 
 export interface ControllerOptions {
@@ -43,6 +43,12 @@ export interface ControllerOptions {
   kube?: KubePort;
   /** Kubernetes mode: how often the leader re-checks every status and Node condition from its caches (client-go's resync). */
   kubeResyncMs?: number;
+  /**
+   * Agents authenticate per Join instead of by client certificate (Kubernetes:
+   * ServiceAccount token + TokenReview); with `tls`, the server then asks for
+   * no client certificate. Returns why a Join is refused.
+   */
+  authorizeJoin?: (metadata: grpc.Metadata, node: string) => Promise<string | undefined>;
   /** How long changes are gathered before being pushed to agents; 0 = next event-loop turn. */
   fanoutWindowMs?: number;
   /** /healthz fails once etcd has not answered for this long (default 30 s). */
@@ -126,7 +132,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     onRestart: () => metrics.watchRestarts.inc(),
     onInvalid: (kind) => metrics.invalidRecords.inc({ kind }),
   });
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes } });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls && !opts.authorizeJoin, authorizeJoin: opts.authorizeJoin, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes } });
 
   const health = new Health({
     probe: () => store.client.maintenance.status(),
@@ -153,7 +159,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
   const server = new grpc.Server(SERVER_CHANNEL_OPTIONS);
   server.addService(lenientService(), { join: sessions.join });
   const creds = opts.tls
-    ? grpc.ServerCredentials.createSsl(opts.tls.ca, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], true)
+    ? grpc.ServerCredentials.createSsl(opts.tls.ca, [{ cert_chain: opts.tls.cert, private_key: opts.tls.key }], !opts.authorizeJoin)
     : grpc.ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(opts.listen, creds, (err, p) => (err ? reject(new Error(`cannot listen on ${opts.listen}: ${err.message}`)) : resolve(p))),

@@ -26,6 +26,8 @@ export interface SessionDeps extends AllocatorDeps {
   applied: AppliedMarks;
   /** With mTLS: the client certificate's CN must equal the node name. */
   requireCertificateName: boolean;
+  /** Kubernetes mode: checks the stream's credentials (ServiceAccount token) for the node; returns why it is refused. */
+  authorizeJoin?: (metadata: grpc.Metadata, node: string) => Promise<string | undefined>;
   /**
    * Where node labels come from (Kubernetes mode: the Node object, which also
    * must exist). Returns the labels to use, or a string saying why the node may not join.
@@ -217,6 +219,8 @@ export class Session implements Subscriber {
         throw new StreamError(grpc.status.PERMISSION_DENIED, `client certificate is for node "${cn ?? "(none)"}", not "${req.nodeName}"`);
       }
     }
+    const refused = await this.deps.authorizeJoin?.(this.call.metadata, req.nodeName);
+    if (refused) throw new StreamError(grpc.status.PERMISSION_DENIED, refused);
     if (this.node && this.node !== req.nodeName) {
       throw new StreamError(grpc.status.INVALID_ARGUMENT, `node_name: a stream stays one node ("${this.node}"), got "${req.nodeName}"`);
     }

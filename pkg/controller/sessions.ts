@@ -24,6 +24,7 @@ export interface SessionsOptions {
   log: Logger;
   leaseTtlSeconds: number;
   requireCertificateName: boolean;
+  authorizeJoin?: SessionDeps["authorizeJoin"];
   nodeLabels?: SessionDeps["nodeLabels"];
   distributor?: Omit<DistributorOptions, "stats">;
 }

@@ -16,3 +16,4 @@ export {
   type NetworkWatchHandlers,
   type NodeWatchHandlers,
 } from "./client.js";
+export { AgentTokenAuthenticator, tokenReviewer, NODE_NAME_EXTRA, type TokenReviewFn, type TokenReviewResult, type AgentTokenOptions } from "./token-review.js";

@@ -9,7 +9,7 @@ import YAML from "yaml";
 import { startController, type KubePort, type RunningController } from "../../pkg/controller/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
-import { KubeClient, loadKubeConfig, patchOverlayNetworkStatus, setNodeNetworkAvailable, watchNodes, watchOverlayNetworks, type OverlayNetwork, type Stoppable } from "../../pkg/kube/index.js";
+import { KubeClient, loadKubeConfig, patchOverlayNetworkStatus, setNodeNetworkAvailable, tokenReviewer, watchNodes, watchOverlayNetworks, type OverlayNetwork, type Stoppable } from "../../pkg/kube/index.js";
 import { useKubeApiServer, type KubeApiServer } from "../harness/kube.js";
 import { SimAgent, simJoinRequest } from "../harness/sim-agent.js";
 
@@ -139,12 +139,15 @@ describe("weft-controller in Kubernetes mode under deploy/'s RBAC", function () 
       "patch overlaynetworks/status": (kc: ReturnType<typeof loadKubeConfig>) => outcome(() => patchOverlayNetworkStatus(kc, "overlap", { observedGeneration: 1 })),
       "list/watch nodes": (kc: ReturnType<typeof loadKubeConfig>) => informerOutcome((ok, fail) => watchNodes(kc, { onNodes: ok }, { onError: fail, log: silentLogger() })),
       "patch nodes/status": (kc: ReturnType<typeof loadKubeConfig>) => outcome(() => setNodeNetworkAvailable(kc, "node-b")),
+      // Agents' identity (--agent-token-audience): a review of a token that is not one answers authenticated=false, not 403.
+      "create tokenreviews": (kc: ReturnType<typeof loadKubeConfig>) => outcome(() => tokenReviewer(kc)("not-a-token", "weft-controller")),
     };
     const needs: Record<keyof typeof ops, (r: Rule) => boolean> = {
       "list/watch overlaynetworks": (r) => r.resources.includes("overlaynetworks"),
       "patch overlaynetworks/status": (r) => r.resources.includes("overlaynetworks/status"),
       "list/watch nodes": (r) => r.resources.includes("nodes"),
       "patch nodes/status": (r) => r.resources.includes("nodes/status"),
+      "create tokenreviews": (r) => r.resources.includes("tokenreviews"),
     };
 
     it("the full role allows every operation the controller performs", async () => {

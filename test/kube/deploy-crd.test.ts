@@ -48,14 +48,18 @@ describe("deploy/ on a real kube-apiserver", function () {
     try {
       await execa("bash", [path.join(ROOT, "hack/gen-certs.sh"), "--out", out, "--nodes", "node/n1 node/n2.example", "--etcd-endpoints", "https://10.0.0.20:22379", "--etcd-ip", "10.0.0.20", "--controller-ip", "10.0.0.10"]);
       await kube.api.kubectl(["apply", "--server-side", "-f", path.join(out, "secrets.yaml")]);
-      const secret = JSON.parse((await kube.api.kubectl(["-n", "weft-system", "get", "secret", "weft-agent-tls", "-o", "json"])).stdout) as { data: Record<string, string> };
-      assert.deepEqual(Object.keys(secret.data).sort(), ["ca.crt", "n1.crt", "n1.key", "n2.example.crt", "n2.example.key"]);
+      // No node key in any Secret: agents get the CA bundle only (their identity is a ServiceAccount token).
+      const ca = JSON.parse((await kube.api.kubectl(["-n", "weft-system", "get", "configmap", "weft-ca", "-o", "json"])).stdout) as { data: Record<string, string> };
+      assert.deepEqual(Object.keys(ca.data), ["ca.crt"]);
+      assert.equal(ca.data["ca.crt"].trim(), fs.readFileSync(path.join(out, "ca.crt"), "utf8").trim());
+      const applied = fs.readFileSync(path.join(out, "secrets.yaml"), "utf8");
+      assert.doesNotMatch(applied, /n1\.key|n2\.example\.key|weft-agent-tls/);
       // What the controller Deployment and the etcd StatefulSet mount.
       const keys = async (name: string) => Object.keys((JSON.parse((await kube.api.kubectl(["-n", "weft-system", "get", "secret", name, "-o", "json"])).stdout) as { data: Record<string, string> }).data).sort();
       assert.deepEqual(await keys("weft-etcd"), ["ca.crt", "endpoints", "tls.crt", "tls.key"]);
       assert.deepEqual(await keys("weft-etcd-server"), ["ca.crt", "tls.crt", "tls.key"]);
-      // The controller checks the client certificate's CN against the node name.
-      const subject = (await execa("openssl", ["x509", "-noout", "-subject"], { input: Buffer.from(secret.data["n2.example.crt"], "base64") })).stdout;
+      // --nodes still issues per-node certificates as files, for standalone mTLS (the controller checks the CN).
+      const subject = (await execa("openssl", ["x509", "-noout", "-subject", "-in", path.join(out, "n2.example.crt")])).stdout;
       assert.match(subject, /CN ?= ?n2\.example/);
       const verify = await execa("openssl", ["verify", "-CAfile", path.join(out, "ca.crt"), path.join(out, "weft-controller.crt")], { reject: false });
       assert.equal(verify.exitCode, 0, verify.stderr);

@@ -58,8 +58,15 @@ describe("deploy/ manifests", function () {
     assert.equal(agent.livenessProbe.httpGet.path, "/healthz");
     assert.equal(agent.readinessProbe.httpGet.path, "/readyz");
     assert.equal(agent.readinessProbe.httpGet.port, "metrics");
-    // The certificate the agent presents is the one named after its node (the controller checks the CN).
-    assert.equal(env(agent, "WEFT_TLS_CERT"), "/etc/weft/tls/$(WEFT_NODE_NAME).crt");
+    // No node key: the agent presents its projected ServiceAccount token (the controller's audience, short-lived).
+    assert.equal(env(agent, "WEFT_TLS_CERT"), undefined);
+    assert.equal(env(agent, "WEFT_TLS_KEY"), undefined);
+    const identity = ds.volumes.find((v: { name: string }) => v.name === "identity").projected.sources;
+    const sat = identity.find((s: { serviceAccountToken?: unknown }) => s.serviceAccountToken).serviceAccountToken;
+    assert.deepEqual(sat, { audience: "weft-controller", expirationSeconds: 3600, path: "token" });
+    assert.equal(env(agent, "WEFT_TOKEN_FILE"), "/var/run/secrets/weft/token");
+    const controller = (get("Deployment", "weft-controller").spec.template.spec.containers as Container[])[0];
+    assert.equal(env(controller, "WEFT_AGENT_TOKEN_AUDIENCE"), sat.audience);
   });
 
   it("controller Deployment: 2 non-root replicas on the host network, read-only root, probes on the metrics port, reached through its Service", () => {
