@@ -7,6 +7,31 @@ import { execa } from "execa";
 import { formatCidr, hostAddress, parseCidr } from "../ip/index.js";
 
 export const CONFLIST_NAME = "10-weft.conflist";
+/** Conflists of the node's other networks: `weft-<network>.conflist` (sorts after 10-weft, so runtimes that take the first file take the default). */
+const NETWORK_CONFLIST_RE = /^weft-[a-z0-9]([a-z0-9-]*[a-z0-9])?\.conflist$/;
+
+/** The file a network's conflist is written to: 10-weft.conflist for the node's default network, weft-<network>.conflist for the others. */
+export function conflistName(network: string, isDefault: boolean): string {
+  return isDefault ? CONFLIST_NAME : `weft-${network}.conflist`;
+}
+
+/** Is `file` a conflist name Weft writes (so Weft may remove it when its network goes)? */
+export function isWeftConflist(file: string): boolean {
+  return file === CONFLIST_NAME || NETWORK_CONFLIST_RE.test(file);
+}
+
+/**
+ * Makes `dir` hold exactly the Weft conflists in `want` (file name → conflist):
+ * writes the new or changed ones, removes Weft's files not wanted. Files of
+ * other software are never touched. Returns how many files it wrote or removed.
+ */
+export async function syncConflists(dir: string, want: Map<string, object>): Promise<number> {
+  let n = 0;
+  for (const [file, conflist] of want) if (await writeConflist(dir, conflist, file)) n++;
+  const present = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const file of present) if (isWeftConflist(file) && !want.has(file) && (await removeConflist(dir, file))) n++;
+  return n;
+}
 export const CNI_VERSION = "1.0.0";
 export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
 

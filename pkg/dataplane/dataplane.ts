@@ -7,7 +7,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { buildConflist, removeConflist, writeConflist } from "../cni/index.js";
+import { buildConflist, conflistName, syncConflists } from "../cni/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
@@ -364,7 +364,7 @@ export class Dataplane implements DataplanePort {
       }
     }
     this.run.iptablesBackend = backend;
-    await removeConflist(this.opts.cniConfDir);
+    await syncConflists(this.opts.cniConfDir, new Map());
     await fs.rm(path.join(this.opts.stateDir, "cni"), { recursive: true, force: true });
     for (const t of this.tables.values()) t.clear();
     this.log.info({ devices: dels.length }, "dataplane cleaned up");
@@ -430,12 +430,15 @@ export class Dataplane implements DataplanePort {
     return 1;
   }
 
+  /** Every network the node programs is attachable: its own conflist (the default's is 10-weft.conflist). */
   private async applyConflist(uplinkMtu: number): Promise<number> {
     const routed = this.networks.filter((n) => n.mode === "routed");
     const def = routed.find((n) => n.isDefault) ?? (routed.length === 1 ? routed[0] : undefined);
-    if (!def) return (await removeConflist(this.opts.cniConfDir)) ? 1 : 0;
-    const conflist = buildConflist({ name: def.name, vni: def.vni, subnet: def.subnet, mtu: effectiveMtu(def, uplinkMtu) }, this.opts.stateDir);
-    return (await writeConflist(this.opts.cniConfDir, conflist)) ? 1 : 0;
+    const want = new Map<string, object>();
+    for (const n of routed) {
+      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu) }, this.opts.stateDir));
+    }
+    return syncConflists(this.opts.cniConfDir, want);
   }
 
   private async disableOffload(): Promise<void> {

@@ -23,7 +23,7 @@ export interface NetworkSpec {
   port: number;
   natOutgoing: boolean;
   isolated: boolean;
-  /** Write the CNI conflist for this network. */
+  /** The node's default network: its conflist is 10-weft.conflist (the others get weft-<network>.conflist). */
   isDefault: boolean;
   /** This node's subnet, e.g. "10.244.3.0/24". */
   subnet: string;

@@ -2,8 +2,8 @@
 // failover, lease expiry, and isolated networks side by side. Real processes
 // in network namespaces, built with the same code as `make lab`.
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import path from "node:path";
-import { buildConflist, writeConflist } from "../../pkg/cni/index.js";
 import type { Host, Pod } from "../../pkg/lab/cluster.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { json, metricValue, useCluster } from "../harness/cluster.js";
@@ -66,11 +66,12 @@ describe("e2e: operating a running cluster (two controllers, short lease TTL)", 
     const l = await leases();
     const blue: Pod[] = [];
     for (const h of hosts) {
+      // Every network is attachable: the agent writes weft-blue.conflist next to the default's 10-weft.conflist.
+      const file = path.join(h.cniConfDir, "weft-blue.conflist");
+      await waitFor(`${h.name} to write weft-blue.conflist`, async () => fs.existsSync(file), 20_000, 100);
       const subnet = l.find((x) => x.network === "blue" && x.node === h.name)!.subnet;
-      const dir = path.join(path.dirname(h.stateDir), "cni-blue");
-      await writeConflist(dir, buildConflist({ name: "blue", vni: 43, subnet, mtu: 1450 }, h.stateDir), "20-blue.conflist");
-      await waitFor(`weftbr43 on ${h.name}`, async () => (await json(c.cluster, h.netns, "ip", "link", "show", "dev", "weftbr43")).length > 0, 20_000, 100);
-      blue.push(await c.cluster.addPod(h, path.join(dir, "20-blue.conflist"), "b"));
+      assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")).plugins[0].ipam.ranges[0][0].subnet, subnet);
+      blue.push(await c.cluster.addPod(h, file, "b"));
     }
     await waitReachable(blue);
     const red = hosts.map((h) => defaultPods().find((p) => p.host === h)!);
@@ -95,6 +96,9 @@ describe("e2e: operating a running cluster (two controllers, short lease TTL)", 
     await c.cluster.weftctl("network", "delete", "blue", "--force");
     for (const h of c.cluster.hosts) {
       await waitFor(`${h.name} to drop network blue`, async () => (await json(c.cluster, h.netns, "ip", "link", "show", "dev", "weft.43")).length === 0, 30_000, 200);
+      // Written in the same apply, after the device: allow that apply to finish.
+      await waitFor(`${h.name} to remove weft-blue.conflist with the network`, async () => !fs.existsSync(path.join(h.cniConfDir, "weft-blue.conflist")), 5_000, 50);
+      assert.ok(fs.existsSync(path.join(h.cniConfDir, "10-weft.conflist")), "the default network's conflist stays");
     }
     await waitReachable(defaultPods());
   });

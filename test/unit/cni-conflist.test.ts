@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { buildConflist, CONFLIST_NAME, removeConflist, writeConflist } from "../../pkg/cni/index.js";
+import { buildConflist, CONFLIST_NAME, conflistName, isWeftConflist, removeConflist, syncConflists, writeConflist } from "../../pkg/cni/index.js";
 import type { NetworkDesired } from "../../pkg/dataplane/index.js";
 
 const net: NetworkDesired = { name: "blue", vni: 7, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.244.5.0/24", peers: [] };
@@ -49,5 +49,31 @@ describe("cni: conflist file", () => {
     assert.equal(await removeConflist(dir), true);
     assert.equal(fs.existsSync(path.join(dir, CONFLIST_NAME)), false);
     assert.equal(await removeConflist(dir), false);
+  });
+});
+
+describe("conflists per network", () => {
+  it("names the default's file 10-weft.conflist and the others weft-<network>.conflist", () => {
+    assert.equal(conflistName("pods", true), "10-weft.conflist");
+    assert.equal(conflistName("blue", false), "weft-blue.conflist");
+    assert.ok(["10-weft.conflist", "weft-blue.conflist"].sort()[0] === "10-weft.conflist", "the default sorts first");
+    for (const f of ["10-weft.conflist", "weft-blue.conflist", "weft-a-1.conflist"]) assert.ok(isWeftConflist(f), f);
+    for (const f of ["10-flannel.conflist", "weft-.conflist", "weft-Blue.conflist", "weft-blue.conf", "99-weft-blue.conflist"]) assert.ok(!isWeftConflist(f), f);
+  });
+
+  it("syncConflists writes the wanted files, removes Weft's others, and never touches foreign files", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-conflists-"));
+    try {
+      fs.writeFileSync(path.join(dir, "05-other.conflist"), "{}");
+      fs.writeFileSync(path.join(dir, "weft-old.conflist"), "{}");
+      const want = new Map<string, object>([["10-weft.conflist", { name: "weft-pods" }], ["weft-blue.conflist", { name: "weft-blue" }]]);
+      assert.equal(await syncConflists(dir, want), 3);
+      assert.deepEqual(fs.readdirSync(dir).sort(), ["05-other.conflist", "10-weft.conflist", "weft-blue.conflist"]);
+      assert.equal(await syncConflists(dir, want), 0, "unchanged files are not rewritten");
+      assert.equal(await syncConflists(dir, new Map()), 2);
+      assert.deepEqual(fs.readdirSync(dir), ["05-other.conflist"]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
