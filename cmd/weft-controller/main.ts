@@ -5,7 +5,6 @@ import fs from "node:fs";
 import { Command, envOption, parseBool, parseDuration, runMain } from "../../pkg/cli/index.js";
 import { DEFAULT_KUBE_RESYNC_MS, startController } from "../../pkg/controller/index.js";
 import type { Metadata } from "@grpc/grpc-js";
-import { AgentTokenAuthenticator, KubeClient, tokenReviewer } from "../../pkg/kube/index.js";
 import { newLogger } from "../../pkg/log/index.js";
 import { etcdConnection, etcdFlagOptions, type EtcdFlags } from "../../pkg/store/index.js";
 
@@ -66,8 +65,10 @@ await runMain(async () => {
   const etcd = etcdConnection(f);
   const log = newLogger("weft-controller", f.logLevel);
   const kubeMode = f.kube || !!f.kubeconfig;
-  const kube = kubeMode
-    ? KubeClient.fromOptions(
+  // The Kubernetes client is loaded only in Kubernetes mode: it is most of a standalone controller's start-up time and memory.
+  const k8s = kubeMode ? await import("../../pkg/kube/index.js") : undefined;
+  const kube = k8s
+    ? k8s.KubeClient.fromOptions(
         { kubeconfig: f.kubeconfig },
         { log: log.child({ component: "kube" }), onError: (err) => log.warn({ err: String(err) }, "Kubernetes list/watch failed; retrying") },
       )
@@ -83,7 +84,7 @@ await runMain(async () => {
     tls: tlsGiven ? { cert: fs.readFileSync(f.tlsCert!), key: fs.readFileSync(f.tlsKey!), ca: f.tlsCa && !tokenAuth ? fs.readFileSync(f.tlsCa) : null } : undefined,
     authorizeJoin: tokenAuth
       ? ((auth) => (md: Metadata, node: string) => auth.check(md.get("authorization")[0]?.toString(), node))(
-          new AgentTokenAuthenticator({ review: tokenReviewer(kube!.kc), audience: f.agentTokenAudience!, serviceAccount: f.agentServiceAccount }),
+          new k8s!.AgentTokenAuthenticator({ review: k8s!.tokenReviewer(kube!.kc), audience: f.agentTokenAudience!, serviceAccount: f.agentServiceAccount }),
         )
       : undefined,
     kube,
