@@ -54,7 +54,7 @@ const outputOption = () => envOption("-o, --output <format>", "table or json", "
 
 const networkColumns: [string, string][] = [
   ["NAME", "name"], ["CIDR", "cidr"], ["VNI", "vni"], ["NODE PREFIX", "nodePrefixLength"], ["MODE", "mode"], ["MTU", "mtu"], ["PORT", "port"],
-  ["NAT", "natOutgoing"], ["ISOLATED", "isolated"], ["DEFAULT", "default"], ["SELECTOR", "nodeSelector"],
+  ["NAT", "natOutgoing"], ["ISOLATED", "isolated"], ["DEFAULT", "default"], ["FLOOD", "flood"], ["DNS", "dns"], ["SELECTOR", "nodeSelector"],
 ];
 const leaseColumns: [string, string][] = [["NETWORK", "network"], ["NODE", "node"], ["SUBNET", "subnet"], ["VTEP IP", "vtepIP"], ["VTEP MAC", "vtepMac"], ["ACQUIRED", "acquired"]];
 const nodeColumns: [string, string][] = [["NAME", "name"], ["UNDERLAY IP", "underlayIP"], ["SUBNETS", "subnets"], ["VTEP MACS", "vtepMacs"], ["LABELS", "labels"], ["VERSION", "agentVersion"], ["LAST SEEN", "lastSeen"]];
@@ -83,13 +83,15 @@ export function buildProgram(): Command {
     .option("--nat-outgoing [bool]", "masquerade traffic leaving the network (default: true)", parseBool)
     .option("--isolated [bool]", "drop traffic to other Weft networks (default: true)", parseBool)
     .option("--default [bool]", "the network pods get through 10-weft.conflist (default: false)", parseBool)
+    .option("--flood [bool]", "switched only: flood broadcast/multicast to every node (default: false)", parseBool)
+    .option("--dns [bool]", "agents answer DNS for the network's endpoints on their gateway (default: false)", parseBool)
     .option("--node-selector <k=v,...>", "labels a node must have to join (default: every node)", parseLabels)
     .action(async (name: string, o: Record<string, string | boolean | Record<string, string> | undefined>) => {
       const input: Record<string, unknown> = { name, cidr: o.cidr, vni: num(o.vni as string), nodePrefixLength: num(o.nodePrefixLength as string) };
       if (o.mode !== undefined) input.mode = o.mode;
       if (o.mtu !== undefined) input.mtu = num(o.mtu as string);
       if (o.port !== undefined) input.port = num(o.port as string);
-      for (const f of ["natOutgoing", "isolated", "default"]) if (o[f] !== undefined) input[f] = o[f];
+      for (const f of ["natOutgoing", "isolated", "default", "flood", "dns"]) if (o[f] !== undefined) input[f] = o[f];
       if (o.nodeSelector !== undefined) input.nodeSelector = o.nodeSelector;
       const spec = validateNetworkSpec(input);
       await store((s) => save(s, spec, true));

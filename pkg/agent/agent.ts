@@ -183,7 +183,7 @@ export class Agent {
         this.macs = state.vtepMacs;
         this.subnets = state.subnets;
         const config = configFromState(state);
-        this.model.apply({ revision: config.revision, snapshot: true, networks: state.networks, removedNetworks: [], peerUpdates: [] });
+        this.model.apply({ revision: config.revision, snapshot: true, networks: state.networks, removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
         log.info({ revision: state.revision, networks: state.networks.map((n) => n.name), stateDir: opts.stateDir }, "restoring the controller's last config from the state dir");
       }
     } catch (err) {

@@ -50,6 +50,7 @@ export function toNetworkSpec(net: NetworkFields, vtepMac: string | undefined): 
     port: net.port,
     natOutgoing: net.natOutgoing,
     isolated: net.isolated,
+    flood: net.flood,
     isDefault: net.default,
     subnet: net.subnet,
   };
@@ -81,7 +82,7 @@ const samePeer = (a: Peer | undefined, b: Peer | undefined) =>
 
 const sameFields = (a: NetworkFields, b: NetworkFields) =>
   a.vni === b.vni && a.cidr === b.cidr && a.mode === b.mode && a.mtu === b.mtu && a.port === b.port && a.natOutgoing === b.natOutgoing &&
-  a.isolated === b.isolated && a.default === b.default && a.subnet === b.subnet && a.error === b.error;
+  a.isolated === b.isolated && a.default === b.default && a.flood === b.flood && a.dns === b.dns && a.subnet === b.subnet && a.error === b.error;
 
 export interface PendingChanges {
   networksChanged: boolean;
@@ -160,7 +161,7 @@ export class ConfigModel {
     if (!old || !sameFields(old, fields)) this.changes.networksChanged = true;
     for (const [node, p] of peers) if (!samePeer(old?.peers.get(node), p)) this.touch(c.name, node);
     for (const node of old?.peers.keys() ?? []) if (!peers.has(node)) this.touch(c.name, node);
-    this.config.networks.set(c.name, { ...fields, peers });
+    this.config.networks.set(c.name, { ...fields, peers, endpoints: old?.endpoints ?? new Map() });
   }
 
   /** What changed since the last call; the model starts collecting afresh. */

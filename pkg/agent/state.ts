@@ -35,13 +35,14 @@ export interface PersistedState {
 export function stateFromConfig(config: DesiredConfig, vtepMacs: Record<string, string>, subnets: Record<string, string>): PersistedState {
   const networks = [...config.networks.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
-    .map((n) => ({ ...n, peers: [...n.peers.values()].sort((a, b) => a.nodeName.localeCompare(b.nodeName)) }));
+    // Endpoints are not kept here: the switched dataplane persists what it needs.
+    .map(({ endpoints: _endpoints, ...n }) => ({ ...n, peers: [...n.peers.values()].sort((a, b) => a.nodeName.localeCompare(b.nodeName)) }));
   return { revision: config.revision, networks, vtepMacs: { ...vtepMacs }, subnets: { ...subnets } };
 }
 
 export function configFromState(state: PersistedState): DesiredConfig {
   const networks = new Map<string, DesiredNetwork>();
-  for (const n of state.networks) networks.set(n.name, { ...n, peers: new Map(n.peers.map((p) => [p.nodeName, p])) });
+  for (const n of state.networks) networks.set(n.name, { ...n, peers: new Map(n.peers.map((p) => [p.nodeName, p])), endpoints: new Map() });
   return { revision: state.revision, networks };
 }
 

@@ -255,6 +255,8 @@ export class Model {
       natOutgoing: spec.natOutgoing,
       isolated: spec.isolated,
       default: isDefault,
+      flood: spec.flood,
+      dns: spec.dns,
       subnet: this.subnetOf(node, spec.name) ?? "",
       error: this.subnetOf(node, spec.name) ? "" : error,
       peers: [],
@@ -269,5 +271,5 @@ export function peerKey(p: Peer): string {
 
 /** Stable identity of a network's header, for "did it change?" */
 export function headerKey(c: NetworkConfig): string {
-  return JSON.stringify([c.vni, c.cidr, c.mode, c.mtu, c.port, c.natOutgoing, c.isolated, c.default, c.subnet, c.error]);
+  return JSON.stringify([c.vni, c.cidr, c.mode, c.mtu, c.port, c.natOutgoing, c.isolated, c.default, c.flood, c.dns, c.subnet, c.error]);
 }

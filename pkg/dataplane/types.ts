@@ -23,6 +23,8 @@ export interface NetworkSpec {
   port: number;
   natOutgoing: boolean;
   isolated: boolean;
+  /** switched only: flood broadcast/multicast to every peer (00:00:00:00:00:00 FDB entries). */
+  flood: boolean;
   /** The node's default network: its conflist is 10-weft.conflist (the others get weft-<network>.conflist). */
   isDefault: boolean;
   /** This node's subnet, e.g. "10.244.3.0/24". */

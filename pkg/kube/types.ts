@@ -21,6 +21,8 @@ export interface OverlayNetworkSpec {
   isolated?: boolean;
   nodeSelector?: Record<string, string>;
   default?: boolean;
+  flood?: boolean;
+  dns?: boolean;
 }
 
 export type ConditionType = "Ready" | "Invalid" | "PoolExhausted";

@@ -30,9 +30,11 @@ export const NETWORK_DEFAULTS = {
   isolated: true,
   nodeSelector: {} as Record<string, string>,
   default: false,
+  flood: false,
+  dns: false,
 };
 
-const FIELDS = new Set(["name", "cidr", "vni", "nodePrefixLength", "mode", "mtu", "port", "natOutgoing", "isolated", "nodeSelector", "default"]);
+const FIELDS = new Set(["name", "cidr", "vni", "nodePrefixLength", "mode", "mtu", "port", "natOutgoing", "isolated", "nodeSelector", "default", "flood", "dns"]);
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/;
@@ -84,9 +86,11 @@ export function validateNetworkSpec(input: unknown): NetworkSpec {
     bad("mtu", `must be 0 (uplink MTU - 50) or an integer from ${MIN_MTU} to ${MAX_MTU}, got ${JSON.stringify(o.mtu)}`);
   }
   if (o.port !== undefined && (!isInt(o.port) || o.port < 1 || o.port > 65535)) bad("port", `must be an integer from 1 to 65535, got ${JSON.stringify(o.port)}`);
-  for (const f of ["natOutgoing", "isolated", "default"] as const) {
+  for (const f of ["natOutgoing", "isolated", "default", "flood", "dns"] as const) {
     if (o[f] !== undefined && typeof o[f] !== "boolean") bad(f, `must be true or false, got ${JSON.stringify(o[f])}`);
   }
+  // Flooding needs one L2 segment; a routed network has none to flood.
+  if (o.flood === true && o.mode !== "switched") bad("flood", `is only for mode "switched" (mode is ${JSON.stringify(o.mode ?? NETWORK_DEFAULTS.mode)})`);
   if (o.nodeSelector !== undefined) {
     const sel = o.nodeSelector;
     if (typeof sel !== "object" || sel === null || Array.isArray(sel)) bad("nodeSelector", "must be a map of label names to values");
@@ -111,6 +115,8 @@ export function validateNetworkSpec(input: unknown): NetworkSpec {
     isolated: (o.isolated as boolean | undefined) ?? NETWORK_DEFAULTS.isolated,
     nodeSelector: { ...((o.nodeSelector as Record<string, string> | undefined) ?? {}) },
     default: (o.default as boolean | undefined) ?? NETWORK_DEFAULTS.default,
+    flood: (o.flood as boolean | undefined) ?? NETWORK_DEFAULTS.flood,
+    dns: (o.dns as boolean | undefined) ?? NETWORK_DEFAULTS.dns,
   };
 }
 

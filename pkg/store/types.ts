@@ -22,6 +22,10 @@ export interface NetworkSpec {
   nodeSelector: Record<string, string>;
   /** The network whose CNI conflist agents write as 10-weft.conflist. */
   default: boolean;
+  /** switched only: flood broadcast/multicast to every peer. Off: only known endpoints are reachable. */
+  flood: boolean;
+  /** Agents serve DNS for the network's endpoints on their gateway address. */
+  dns: boolean;
 }
 
 /** nodes/<name>: what a node's agent registered. */

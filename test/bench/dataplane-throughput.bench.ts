@@ -92,7 +92,7 @@ async function weft(hosts: Host[], dir: string, notrack: boolean): Promise<Datap
     const desired: NodeDesired = {
       uplink: "eth0",
       underlayIp: h.underlay,
-      networks: [{ name: "tp", vni: VNI, cidr: CIDR, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: h.subnet, vtepMac: h.mac, peers: [{ nodeName: other.ns, underlayIp: other.underlay, vtepMac: other.mac, subnet: other.subnet }] }],
+      networks: [{ name: "tp", vni: VNI, cidr: CIDR, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: h.subnet, vtepMac: h.mac, peers: [{ nodeName: other.ns, underlayIp: other.underlay, vtepMac: other.mac, subnet: other.subnet }] }],
     };
     await dp.apply(desired);
     dps.push(dp);

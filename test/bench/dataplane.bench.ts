@@ -22,7 +22,7 @@ function desired(n: number): NodeDesired {
   return {
     uplink: "eth0",
     underlayIp: "192.168.99.1",
-    networks: [{ name: "bench", vni: VNI, cidr: "172.16.0.0/12", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "172.31.255.0/30", peers: Array.from({ length: n }, (_, i) => peer(i + 1)) }],
+    networks: [{ name: "bench", vni: VNI, cidr: "172.16.0.0/12", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "172.31.255.0/30", peers: Array.from({ length: n }, (_, i) => peer(i + 1)) }],
   };
 }
 

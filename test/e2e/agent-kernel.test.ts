@@ -27,7 +27,7 @@ function desired(n: number, extra: Partial<NodeDesired["networks"][0]> = {}): No
   return {
     uplink: "eth0",
     underlayIp: "192.168.66.1",
-    networks: [{ name: "green", vni: VNI, cidr: "10.252.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: false, isDefault: true, subnet: "10.252.1.0/24", peers: peers(n), ...extra }],
+    networks: [{ name: "green", vni: VNI, cidr: "10.252.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: false, flood: false, isDefault: true, subnet: "10.252.1.0/24", peers: peers(n), ...extra }],
   };
 }
 
@@ -62,8 +62,8 @@ describe("e2e: agent against a hostile host (real kernel in namespaces)", functi
     const stateDir = path.join(tmp, "hung-state");
     // The agent restores this config (its controller is not reachable): the kernel work starts at once.
     const config = applyConfigUpdate(emptyDesired(), {
-      revision: 5, snapshot: true, removedNetworks: [], peerUpdates: [],
-      networks: [{ name: "green", vni: VNI, cidr: "10.252.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: false, default: true, subnet: "10.252.1.0/24", error: "", peers: peers(3) }],
+      revision: 5, snapshot: true, removedNetworks: [], peerUpdates: [], endpointUpdates: [],
+      networks: [{ name: "green", vni: VNI, cidr: "10.252.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: false, default: true, flood: false, dns: false, subnet: "10.252.1.0/24", error: "", peers: peers(3) }],
     });
     await saveState(stateDir, stateFromConfig(config, { green: "02:aa:00:00:00:01" }, { green: "10.252.1.0/24" }));
     // A wrapper `ip` that hangs on every batch while the flag file exists (rtnl lock contention, say).

@@ -40,7 +40,7 @@ function desired(n: number): NodeDesired {
   return {
     uplink: "eth0",
     underlayIp: "192.168.88.1",
-    networks: [{ name: "red", vni: VNI, cidr: "10.251.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: false, isolated: false, isDefault: true, subnet: "10.251.1.0/24", peers: peers(n) }],
+    networks: [{ name: "red", vni: VNI, cidr: "10.251.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: false, isolated: false, flood: false, isDefault: true, subnet: "10.251.1.0/24", peers: peers(n) }],
   };
 }
 

@@ -68,7 +68,7 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
       uplink: "eth0",
       underlayIp: h.ip,
       networks: [
-        { name: "blue", vni: VNI, cidr: CIDR, mode: "routed", mtu: 0, port: PORT, natOutgoing: true, isolated: true, isDefault: true, subnet: h.subnet, vtepMac: h.vtepMac, peers: spec },
+        { name: "blue", vni: VNI, cidr: CIDR, mode: "routed", mtu: 0, port: PORT, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: h.subnet, vtepMac: h.vtepMac, peers: spec },
       ],
     };
   }

@@ -9,19 +9,19 @@ function peer(name: string, i: number, extra: Partial<Peer> = {}): Peer {
 function net(name: string, extra: Partial<NetworkConfig> = {}): NetworkConfig {
   return {
     name, vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true,
-    default: false, subnet: "10.244.1.0/24", error: "", peers: [peer("node-b", 2), peer("node-c", 3)], ...extra,
+    default: false, flood: false, dns: false, subnet: "10.244.1.0/24", error: "", peers: [peer("node-b", 2), peer("node-c", 3)], ...extra,
   };
 }
 
 function config(...nets: NetworkConfig[]) {
-  return applyConfigUpdate(emptyDesired(), { revision: 7, snapshot: true, networks: nets, removedNetworks: [], peerUpdates: [] });
+  return applyConfigUpdate(emptyDesired(), { revision: 7, snapshot: true, networks: nets, removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
 }
 
 describe("agent: NetworkConfig -> NetworkSpec", () => {
   it("copies every network field, without the peers (they go to the dataplane one by one)", () => {
     const { specs, skipped } = toNetworkSpecs(config(net("blue")), {});
     assert.deepEqual(skipped, []);
-    assert.deepEqual(specs, [{ name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.244.1.0/24" }]);
+    assert.deepEqual(specs, [{ name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "10.244.1.0/24" }]);
   });
 
   it("passes the kept VTEP MAC of the network's device, normalised", () => {
@@ -64,7 +64,7 @@ describe("agent: NetworkConfig -> NetworkSpec", () => {
 });
 
 describe("agent: config model (in place, with what changed)", () => {
-  const snapshot = (rev: number, ...nets: NetworkConfig[]) => ({ revision: rev, snapshot: true, networks: nets, removedNetworks: [], peerUpdates: [] });
+  const snapshot = (rev: number, ...nets: NetworkConfig[]) => ({ revision: rev, snapshot: true, networks: nets, removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
   const changed = (m: ConfigModel) => {
     const c = m.takeChanges();
     return { networks: c.networksChanged, peers: Object.fromEntries([...c.peers].map(([n, s]) => [n, [...s].sort()])) };
@@ -79,10 +79,10 @@ describe("agent: config model (in place, with what changed)", () => {
       { network: "blue", peer: peer("node-b", 2), removed: false },
       { network: "blue", peer: peer("node-c", 3, { vtepMac: "02:00:00:00:00:99" }), removed: false },
       { network: "nowhere", peer: peer("node-x", 9), removed: false },
-    ] });
+    ], endpointUpdates: [] });
     assert.equal(m.revision, 8);
     assert.deepEqual(changed(m), { networks: false, peers: { blue: ["node-c", "node-d"] } });
-    m.apply({ revision: 9, snapshot: false, networks: [], removedNetworks: ["red"], peerUpdates: [{ network: "blue", peer: { nodeName: "node-b", underlayIp: "", vtepMac: "", subnet: "" }, removed: true }] });
+    m.apply({ revision: 9, snapshot: false, networks: [], removedNetworks: ["red"], peerUpdates: [{ network: "blue", peer: { nodeName: "node-b", underlayIp: "", vtepMac: "", subnet: "" }, removed: true }], endpointUpdates: [] });
     assert.deepEqual(changed(m), { networks: true, peers: { blue: ["node-b"] } });
     assert.deepEqual([...m.config.networks.keys()], ["blue"]);
     assert.deepEqual([...m.config.networks.get("blue")!.peers.keys()].sort(), ["node-c", "node-d"]);

@@ -8,7 +8,7 @@ import { configFromState, loadState, parseState, removeState, saveState, seriali
 function net(name: string, peers = 2): NetworkConfig {
   return {
     name, vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: false,
-    default: true, subnet: "10.244.1.0/24", error: "",
+    default: true, flood: false, dns: false, subnet: "10.244.1.0/24", error: "",
     peers: Array.from({ length: peers }, (_, i) => ({ nodeName: `n${i}`, underlayIp: `192.168.1.${i + 2}`, vtepMac: `02:00:00:00:00:0${i + 2}`, subnet: `10.244.${i + 2}.0/24` })),
   };
 }
@@ -18,7 +18,7 @@ describe("agent: persisted state", () => {
   beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-agent-state-"))));
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const config = () => applyConfigUpdate(emptyDesired(), { revision: 41, snapshot: true, networks: [net("red", 0), net("blue")], removedNetworks: [], peerUpdates: [] });
+  const config = () => applyConfigUpdate(emptyDesired(), { revision: 41, snapshot: true, networks: [net("red", 0), net("blue")], removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
 
   it("round-trips config, MACs, subnets and revision through the file", async () => {
     const state = stateFromConfig(config(), { blue: "02:11:22:33:44:55" }, { blue: "10.244.1.0/24" });
@@ -41,7 +41,7 @@ describe("agent: persisted state", () => {
 
   it("replaces the previous file whole", async () => {
     await saveState(dir, stateFromConfig(config(), {}, {}));
-    const small = applyConfigUpdate(emptyDesired(), { revision: 50, snapshot: true, networks: [], removedNetworks: [], peerUpdates: [] });
+    const small = applyConfigUpdate(emptyDesired(), { revision: 50, snapshot: true, networks: [], removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
     await saveState(dir, stateFromConfig(small, {}, {}));
     const loaded = await loadState(dir);
     assert.equal(loaded?.revision, 50);

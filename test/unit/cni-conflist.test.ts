@@ -8,7 +8,7 @@ import path from "node:path";
 import { buildConflist, CONFLIST_NAME, conflistName, isWeftConflist, removeConflist, syncConflists, writeConflist } from "../../pkg/cni/index.js";
 import type { NetworkDesired } from "../../pkg/dataplane/index.js";
 
-const net: NetworkDesired = { name: "blue", vni: 7, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.244.5.0/24", peers: [] };
+const net: NetworkDesired = { name: "blue", vni: 7, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "10.244.5.0/24", peers: [] };
 
 describe("cni: conflist file", () => {
   let dir: string;

@@ -98,7 +98,7 @@ function reference(model: Model, ctx: NodeContext) {
 }
 
 function normalize(d: DesiredConfig | ReturnType<typeof reference>) {
-  const nets = Array.isArray(d) ? d : [...d.networks.values()].map((n) => ({ ...n, peers: [...n.peers.values()] }));
+  const nets = Array.isArray(d) ? d : [...d.networks.values()].map(({ endpoints: _endpoints, ...n }) => ({ ...n, peers: [...n.peers.values()] }));
   return nets
     .map((n) => ({ ...n, peers: [...n.peers].sort((x, y) => x.nodeName.localeCompare(y.nodeName)) }))
     .sort((x, y) => x.name.localeCompare(y.name));

@@ -26,7 +26,7 @@ const peerA = { nodeName: "a", underlayIp: "192.168.1.2", vtepMac: "02:00:00:00:
 const peerB = { nodeName: "b", underlayIp: "192.168.1.3", vtepMac: "02:00:00:00:00:0b", subnet: "10.244.3.0/24" };
 
 function net(extra: Partial<NetworkDesired> = {}): NetworkDesired {
-  return { name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, isDefault: true, subnet: "10.244.1.0/24", peers: [peerA, peerB], ...extra };
+  return { name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "10.244.1.0/24", peers: [peerA, peerB], ...extra };
 }
 function node(...networks: NetworkDesired[]): NodeDesired {
   return { uplink: "eth0", underlayIp: "192.168.1.1", networks };

@@ -22,8 +22,8 @@ const invalid = (input: unknown) => rejection(() => validateNetworkSpec(input), 
 
 describe("validation: network specs", () => {
   it("applies every default and keeps what was given", () => {
-    assert.deepEqual(validateNetworkSpec(ok), { ...ok, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false });
-    const full: NetworkSpec = { name: "red", cidr: "10.9.0.0/16", vni: 7, nodePrefixLength: 26, mode: "switched", mtu: 1400, port: 8472, natOutgoing: false, isolated: false, nodeSelector: { zone: "a" }, default: true };
+    assert.deepEqual(validateNetworkSpec(ok), { ...ok, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false, flood: false, dns: false });
+    const full: NetworkSpec = { name: "red", cidr: "10.9.0.0/16", vni: 7, nodePrefixLength: 26, mode: "switched", mtu: 1400, port: 8472, natOutgoing: false, isolated: false, nodeSelector: { zone: "a" }, default: true, flood: true, dns: true };
     assert.deepEqual(validateNetworkSpec(full), full);
   });
 
@@ -110,6 +110,11 @@ describe("validation: network specs", () => {
       [{ natOutgoing: "false" }, "natOutgoing", /must be true or false, got "false"/],
       [{ isolated: 0 }, "isolated", /must be true or false, got 0/],
       [{ default: "yes" }, "default", /must be true or false/],
+      [{ flood: "yes", mode: "switched" }, "flood", /must be true or false, got "yes"/],
+      [{ dns: 1 }, "dns", /must be true or false, got 1/],
+      // flooding needs an L2 segment.
+      [{ flood: true }, "flood", /only for mode "switched" \(mode is "routed"\)/],
+      [{ flood: true, mode: "routed" }, "flood", /only for mode "switched"/],
       // nodeSelector: a map of label names to label values.
       [{ nodeSelector: ["zone=a"] }, "nodeSelector", /must be a map of label names to values/],
       [{ nodeSelector: "zone=a" }, "nodeSelector", /must be a map/],
@@ -120,7 +125,7 @@ describe("validation: network specs", () => {
       [{ nodeSelector: { "bad key": "a" } }, "nodeSelector.bad key", /is not a valid label name/],
       [{ nodeSelector: { "/zone": "a" } }, "nodeSelector./zone", /label name/],
       // unknown fields, e.g. a typo.
-      [{ mtuu: 1400 }, "mtuu", /unknown field \(known: name, cidr, vni, nodePrefixLength, mode, mtu, port, natOutgoing, isolated, nodeSelector, default\)/],
+      [{ mtuu: 1400 }, "mtuu", /unknown field \(known: name, cidr, vni, nodePrefixLength, mode, mtu, port, natOutgoing, isolated, nodeSelector, default, flood, dns\)/],
       [{ status: {} }, "status", /unknown field/],
     ];
     for (const [change, field, message] of cases) {

@@ -23,7 +23,45 @@ export const protobufPackage = "weft.v1";
 export const protobufFileName = "weft/v1/weft.proto";
 
 export interface AgentMessage {
-  msg: { $case: "join"; value: JoinRequest } | { $case: "ack"; value: Ack } | undefined;
+  msg: { $case: "join"; value: JoinRequest } | { $case: "ack"; value: Ack } | {
+    $case: "endpoints";
+    value: EndpointReport;
+  } | undefined;
+}
+
+/**
+ * The pod interfaces attached on the agent's node, as the `weft` CNI plugin
+ * reported them to the agent (see pkg/cni/endpoint.ts). The agent sends a full
+ * report after every Join (the stream may be new, and the controller may have
+ * lost what it held), then a change whenever the plugin reports one.
+ */
+export interface EndpointReport {
+  /**
+   * true: `endpoints` is the node's complete set and replaces everything the
+   * controller holds for the node. false: a change on top of it.
+   */
+  full: boolean;
+  endpoints: Endpoint[];
+  /** Ids (`<containerId>/<ifName>`) of endpoints detached since the last report. */
+  removed: string[];
+}
+
+/** One attached pod interface. Identity: (node_name, id). */
+export interface Endpoint {
+  /** `<containerId>/<ifName>`, unique on its node. */
+  id: string;
+  /**
+   * The node the endpoint lives on. Set by the controller; ignored in reports
+   * (an agent reports only its own node's endpoints).
+   */
+  nodeName: string;
+  network: string;
+  /** `namespace/pod` under Kubernetes, or the runtime's name; "" when none. */
+  name: string;
+  aliases: string[];
+  /** IPv4 addresses, without prefix length. */
+  ips: string[];
+  mac: string;
 }
 
 export interface JoinRequest {
@@ -91,6 +129,14 @@ export interface ConfigUpdate {
    * by every member, followed by the changes made since those were built.
    */
   peerUpdates: PeerUpdate[];
+  /**
+   * Endpoints added, changed or removed, applied after `peer_updates`. Only
+   * networks that need them get them (mode switched, or dns on); every member
+   * gets every endpoint of the network, its own node's included (DNS answers
+   * for them; the dataplane skips its own). A snapshot carries the complete
+   * set: the agent forgets the endpoints of every network a snapshot names.
+   */
+  endpointUpdates: EndpointUpdate[];
 }
 
 export interface NetworkConfig {
@@ -115,6 +161,13 @@ export interface NetworkConfig {
   /** Why the node has no subnet, e.g. "pool exhausted". Empty when it has one. */
   error: string;
   peers: Peer[];
+  /**
+   * switched only: flood broadcast and multicast to every peer
+   * (00:00:00:00:00:00 FDB entries). Off: only known endpoints are reachable.
+   */
+  flood: boolean;
+  /** Serve DNS for the network's endpoints on this node's gateway address. */
+  dns: boolean;
 }
 
 export interface Peer {
@@ -132,6 +185,13 @@ export interface PeerUpdate {
   removed: boolean;
 }
 
+export interface EndpointUpdate {
+  network: string;
+  /** For removals only node_name and id are meaningful. */
+  endpoint: Endpoint | undefined;
+  removed: boolean;
+}
+
 function createBaseAgentMessage(): AgentMessage {
   return { msg: undefined };
 }
@@ -144,6 +204,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         break;
       case "ack":
         Ack.encode(message.msg.value, writer.uint32(18).fork()).join();
+        break;
+      case "endpoints":
+        EndpointReport.encode(message.msg.value, writer.uint32(26).fork()).join();
         break;
     }
     return writer;
@@ -178,6 +241,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.msg = { $case: "ack", value: Ack.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.msg = { $case: "endpoints", value: EndpointReport.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -196,6 +267,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "join", value: JoinRequest.fromJSON(object.join) }
         : isSet(object.ack)
         ? { $case: "ack", value: Ack.fromJSON(object.ack) }
+        : isSet(object.endpoints)
+        ? { $case: "endpoints", value: EndpointReport.fromJSON(object.endpoints) }
         : undefined,
     };
   },
@@ -206,6 +279,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.join = JoinRequest.toJSON(message.msg.value);
     } else if (message.msg?.$case === "ack") {
       obj.ack = Ack.toJSON(message.msg.value);
+    } else if (message.msg?.$case === "endpoints") {
+      obj.endpoints = EndpointReport.toJSON(message.msg.value);
     }
     return obj;
   },
@@ -228,7 +303,285 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         }
         break;
       }
+      case "endpoints": {
+        if (object.msg?.value !== undefined && object.msg?.value !== null) {
+          message.msg = { $case: "endpoints", value: EndpointReport.fromPartial(object.msg.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseEndpointReport(): EndpointReport {
+  return { full: false, endpoints: [], removed: [] };
+}
+
+export const EndpointReport: MessageFns<EndpointReport> = {
+  encode(message: EndpointReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.full !== false) {
+      writer.uint32(8).bool(message.full);
+    }
+    for (const v of message.endpoints) {
+      Endpoint.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.removed) {
+      writer.uint32(26).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EndpointReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEndpointReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.endpoints.push(Endpoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.removed.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EndpointReport {
+    return {
+      full: isSet(object.full) ? globalThis.Boolean(object.full) : false,
+      endpoints: globalThis.Array.isArray(object?.endpoints)
+        ? object.endpoints.map((e: any) => Endpoint.fromJSON(e))
+        : [],
+      removed: globalThis.Array.isArray(object?.removed) ? object.removed.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: EndpointReport): unknown {
+    const obj: any = {};
+    if (message.full !== false) {
+      obj.full = message.full;
+    }
+    if (message.endpoints?.length) {
+      obj.endpoints = message.endpoints.map((e) => Endpoint.toJSON(e));
+    }
+    if (message.removed?.length) {
+      obj.removed = message.removed;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EndpointReport>, I>>(base?: I): EndpointReport {
+    return EndpointReport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointReport>, I>>(object: I): EndpointReport {
+    const message = createBaseEndpointReport();
+    message.full = object.full ?? false;
+    message.endpoints = object.endpoints?.map((e) => Endpoint.fromPartial(e)) || [];
+    message.removed = object.removed?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseEndpoint(): Endpoint {
+  return { id: "", nodeName: "", network: "", name: "", aliases: [], ips: [], mac: "" };
+}
+
+export const Endpoint: MessageFns<Endpoint> = {
+  encode(message: Endpoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.nodeName !== "") {
+      writer.uint32(18).string(message.nodeName);
+    }
+    if (message.network !== "") {
+      writer.uint32(26).string(message.network);
+    }
+    if (message.name !== "") {
+      writer.uint32(34).string(message.name);
+    }
+    for (const v of message.aliases) {
+      writer.uint32(42).string(v!);
+    }
+    for (const v of message.ips) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.mac !== "") {
+      writer.uint32(58).string(message.mac);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Endpoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEndpoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nodeName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.aliases.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.ips.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.mac = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Endpoint {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      nodeName: isSet(object.nodeName)
+        ? globalThis.String(object.nodeName)
+        : isSet(object.node_name)
+        ? globalThis.String(object.node_name)
+        : "",
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      aliases: globalThis.Array.isArray(object?.aliases) ? object.aliases.map((e: any) => globalThis.String(e)) : [],
+      ips: globalThis.Array.isArray(object?.ips) ? object.ips.map((e: any) => globalThis.String(e)) : [],
+      mac: isSet(object.mac) ? globalThis.String(object.mac) : "",
+    };
+  },
+
+  toJSON(message: Endpoint): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.nodeName !== "") {
+      obj.nodeName = message.nodeName;
+    }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.aliases?.length) {
+      obj.aliases = message.aliases;
+    }
+    if (message.ips?.length) {
+      obj.ips = message.ips;
+    }
+    if (message.mac !== "") {
+      obj.mac = message.mac;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Endpoint>, I>>(base?: I): Endpoint {
+    return Endpoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Endpoint>, I>>(object: I): Endpoint {
+    const message = createBaseEndpoint();
+    message.id = object.id ?? "";
+    message.nodeName = object.nodeName ?? "";
+    message.network = object.network ?? "";
+    message.name = object.name ?? "";
+    message.aliases = object.aliases?.map((e) => e) || [];
+    message.ips = object.ips?.map((e) => e) || [];
+    message.mac = object.mac ?? "";
     return message;
   },
 };
@@ -883,7 +1236,7 @@ export const Ack: MessageFns<Ack> = {
 };
 
 function createBaseConfigUpdate(): ConfigUpdate {
-  return { revision: 0, snapshot: false, networks: [], removedNetworks: [], peerUpdates: [] };
+  return { revision: 0, snapshot: false, networks: [], removedNetworks: [], peerUpdates: [], endpointUpdates: [] };
 }
 
 export const ConfigUpdate: MessageFns<ConfigUpdate> = {
@@ -902,6 +1255,9 @@ export const ConfigUpdate: MessageFns<ConfigUpdate> = {
     }
     for (const v of message.peerUpdates) {
       PeerUpdate.encode(v!, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.endpointUpdates) {
+      EndpointUpdate.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -959,6 +1315,14 @@ export const ConfigUpdate: MessageFns<ConfigUpdate> = {
             message.peerUpdates.push(PeerUpdate.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.endpointUpdates.push(EndpointUpdate.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -988,6 +1352,11 @@ export const ConfigUpdate: MessageFns<ConfigUpdate> = {
         : globalThis.Array.isArray(object?.peer_updates)
         ? object.peer_updates.map((e: any) => PeerUpdate.fromJSON(e))
         : [],
+      endpointUpdates: globalThis.Array.isArray(object?.endpointUpdates)
+        ? object.endpointUpdates.map((e: any) => EndpointUpdate.fromJSON(e))
+        : globalThis.Array.isArray(object?.endpoint_updates)
+        ? object.endpoint_updates.map((e: any) => EndpointUpdate.fromJSON(e))
+        : [],
     };
   },
 
@@ -1008,6 +1377,9 @@ export const ConfigUpdate: MessageFns<ConfigUpdate> = {
     if (message.peerUpdates?.length) {
       obj.peerUpdates = message.peerUpdates.map((e) => PeerUpdate.toJSON(e));
     }
+    if (message.endpointUpdates?.length) {
+      obj.endpointUpdates = message.endpointUpdates.map((e) => EndpointUpdate.toJSON(e));
+    }
     return obj;
   },
 
@@ -1021,6 +1393,7 @@ export const ConfigUpdate: MessageFns<ConfigUpdate> = {
     message.networks = object.networks?.map((e) => NetworkConfig.fromPartial(e)) || [];
     message.removedNetworks = object.removedNetworks?.map((e) => e) || [];
     message.peerUpdates = object.peerUpdates?.map((e) => PeerUpdate.fromPartial(e)) || [];
+    message.endpointUpdates = object.endpointUpdates?.map((e) => EndpointUpdate.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1039,6 +1412,8 @@ function createBaseNetworkConfig(): NetworkConfig {
     subnet: "",
     error: "",
     peers: [],
+    flood: false,
+    dns: false,
   };
 }
 
@@ -1079,6 +1454,12 @@ export const NetworkConfig: MessageFns<NetworkConfig> = {
     }
     for (const v of message.peers) {
       Peer.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.flood !== false) {
+      writer.uint32(104).bool(message.flood);
+    }
+    if (message.dns !== false) {
+      writer.uint32(112).bool(message.dns);
     }
     return writer;
   },
@@ -1192,6 +1573,22 @@ export const NetworkConfig: MessageFns<NetworkConfig> = {
             message.peers.push(Peer.decode(reader, reader.uint32()));
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.flood = reader.bool();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.dns = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1222,6 +1619,8 @@ export const NetworkConfig: MessageFns<NetworkConfig> = {
       subnet: isSet(object.subnet) ? globalThis.String(object.subnet) : "",
       error: isSet(object.error) ? globalThis.String(object.error) : "",
       peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => Peer.fromJSON(e)) : [],
+      flood: isSet(object.flood) ? globalThis.Boolean(object.flood) : false,
+      dns: isSet(object.dns) ? globalThis.Boolean(object.dns) : false,
     };
   },
 
@@ -1263,6 +1662,12 @@ export const NetworkConfig: MessageFns<NetworkConfig> = {
     if (message.peers?.length) {
       obj.peers = message.peers.map((e) => Peer.toJSON(e));
     }
+    if (message.flood !== false) {
+      obj.flood = message.flood;
+    }
+    if (message.dns !== false) {
+      obj.dns = message.dns;
+    }
     return obj;
   },
 
@@ -1283,6 +1688,8 @@ export const NetworkConfig: MessageFns<NetworkConfig> = {
     message.subnet = object.subnet ?? "";
     message.error = object.error ?? "";
     message.peers = object.peers?.map((e) => Peer.fromPartial(e)) || [];
+    message.flood = object.flood ?? false;
+    message.dns = object.dns ?? false;
     return message;
   },
 };
@@ -1512,6 +1919,109 @@ export const PeerUpdate: MessageFns<PeerUpdate> = {
     const message = createBasePeerUpdate();
     message.network = object.network ?? "";
     message.peer = (object.peer !== undefined && object.peer !== null) ? Peer.fromPartial(object.peer) : undefined;
+    message.removed = object.removed ?? false;
+    return message;
+  },
+};
+
+function createBaseEndpointUpdate(): EndpointUpdate {
+  return { network: "", endpoint: undefined, removed: false };
+}
+
+export const EndpointUpdate: MessageFns<EndpointUpdate> = {
+  encode(message: EndpointUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.network !== "") {
+      writer.uint32(10).string(message.network);
+    }
+    if (message.endpoint !== undefined) {
+      Endpoint.encode(message.endpoint, writer.uint32(18).fork()).join();
+    }
+    if (message.removed !== false) {
+      writer.uint32(24).bool(message.removed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EndpointUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEndpointUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.endpoint = Endpoint.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.removed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EndpointUpdate {
+    return {
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+      endpoint: isSet(object.endpoint) ? Endpoint.fromJSON(object.endpoint) : undefined,
+      removed: isSet(object.removed) ? globalThis.Boolean(object.removed) : false,
+    };
+  },
+
+  toJSON(message: EndpointUpdate): unknown {
+    const obj: any = {};
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    if (message.endpoint !== undefined) {
+      obj.endpoint = Endpoint.toJSON(message.endpoint);
+    }
+    if (message.removed !== false) {
+      obj.removed = message.removed;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EndpointUpdate>, I>>(base?: I): EndpointUpdate {
+    return EndpointUpdate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EndpointUpdate>, I>>(object: I): EndpointUpdate {
+    const message = createBaseEndpointUpdate();
+    message.network = object.network ?? "";
+    message.endpoint = (object.endpoint !== undefined && object.endpoint !== null)
+      ? Endpoint.fromPartial(object.endpoint)
+      : undefined;
     message.removed = object.removed ?? false;
     return message;
   },
