@@ -32,6 +32,23 @@ export async function syncConflists(dir: string, want: Map<string, object>): Pro
   for (const file of present) if (isWeftConflist(file) && !want.has(file) && (await removeConflist(dir, file))) n++;
   return n;
 }
+/**
+ * The pods' gateway on this node: routed, the first host of the node's subnet
+ * (each node its own); switched, the first host of the network's CIDR, the same
+ * address on every node (a distributed gateway, answered locally by each
+ * node's bridge, with the MAC from switchedGatewayMac). The agent's DNS server
+ * listens here too.
+ */
+export function gatewayAddress(net: { mode: "routed" | "switched"; cidr: string; subnet: string }): string {
+  return hostAddress(parseCidr(net.mode === "switched" ? net.cidr : net.subnet), 1);
+}
+
+/** The distributed gateway's MAC for a switched network: locally administered, the same on every node, unique per VNI. */
+export function switchedGatewayMac(vni: number): string {
+  const b = [0x02, 0x57, 0x46, (vni >> 16) & 0xff, (vni >> 8) & 0xff, vni & 0xff];
+  return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
+
 export const CNI_VERSION = "1.0.0";
 export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
 
