@@ -72,8 +72,8 @@ describe("deploy/ on a real kube-apiserver", function () {
     await kube.api.kubectl(["apply", "-f", "deploy/examples/overlaynetwork.yaml"]);
     await kube.api.kubectl(["create", "-f", "-"], { input: onet("defaults", VALID) });
     const obj = JSON.parse((await kube.api.kubectl(["get", "onet", "defaults", "-o", "json"])).stdout) as OverlayNetwork;
-    assert.deepEqual(obj.spec, { ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false });
-    assert.deepEqual(overlayNetworkToSpec(obj), { name: "defaults", ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false });
+    assert.deepEqual(obj.spec, { ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false, flood: false, dns: false });
+    assert.deepEqual(overlayNetworkToSpec(obj), { name: "defaults", ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false, flood: false, dns: false });
     const example = JSON.parse((await kube.api.kubectl(["get", "overlaynetwork", "pods", "-o", "json"])).stdout) as OverlayNetwork;
     assert.equal(overlayNetworkToSpec(example).default, true);
     const table = (await kube.api.kubectl(["get", "onet"])).stdout;
@@ -98,6 +98,8 @@ describe("deploy/ on a real kube-apiserver", function () {
     { what: "mtu too small", spec: { ...VALID, mtu: 100 }, field: "spec.mtu", message: /0 \(automatic\) or at least 576/ },
     { what: "mtu above 9000", spec: { ...VALID, mtu: 9001 }, field: "spec.mtu", message: /less than or equal to 9000/ },
     { what: "natOutgoing not a boolean", spec: { ...VALID, natOutgoing: "yes" }, field: "spec.natOutgoing", message: /must be of type boolean/ },
+    { what: "flood on a routed network", spec: { ...VALID, flood: true }, field: "spec.flood", message: /only for mode switched/ },
+    { what: "dns not a boolean", spec: { ...VALID, dns: "on" }, field: "spec.dns", message: /must be of type boolean/ },
     { what: "nodeSelector value not a string", spec: { ...VALID, nodeSelector: { zone: 1 } }, field: "spec.nodeSelector.zone", message: /must be of type string/ },
     { what: "unknown field", spec: { ...VALID, vnid: 5 }, field: "spec.vnid", message: /unknown field/ },
     { what: "name not a DNS label", name: "net.work", spec: VALID, field: "metadata.name", message: /DNS label/ },
