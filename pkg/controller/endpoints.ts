@@ -112,8 +112,8 @@ export class NodeEndpoints {
         this.desired.delete(id);
         this.dirty.add(nodeSlot(old.network, id));
       }
-      // Stored by an earlier stream but unknown to this one: found through the view.
-      for (const [slot, e] of this.deps.model.endpoints.ofNode(this.node)) if (e.value.id === id) this.dirty.add(slot);
+      // Stored by an earlier stream but unknown to this one (rare): found through the view.
+      else for (const [slot, e] of this.deps.model.endpoints.ofNode(this.node)) if (e.value.id === id) this.dirty.add(slot);
     }
     const bad: string[] = [];
     r.endpoints.forEach((e, i) => {

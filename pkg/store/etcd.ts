@@ -103,6 +103,7 @@ export const put = (key: string, value: unknown, lease?: string): IRequestOp => 
   request_put: { key: Buffer.from(key), value: encode(value), ...(lease && lease !== "0" ? { lease } : {}) },
 });
 export const del = (key: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(key) } });
+export const delPrefix = (prefix: string): IRequestOp => ({ request_delete_range: { key: Buffer.from(prefix), range_end: prefixEnd(prefix) } });
 export const get = (key: string): IRequestOp => ({ request_range: { key: Buffer.from(key) } });
 export const modIs = (key: string, rev: number): ICompare => ({ key: Buffer.from(key), target: "Mod", result: "Equal", mod_revision: rev });
 export const absent = (key: string): ICompare => ({ key: Buffer.from(key), target: "Create", result: "Equal", create_revision: 0 });
