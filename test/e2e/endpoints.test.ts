@@ -13,17 +13,11 @@ import { ENDPOINTS_FILE } from "../../pkg/cni/endpoint-server.js";
 import { askAgent } from "../../pkg/cni/plugin.js";
 import type { Host, Pod } from "../../pkg/lab/cluster.js";
 import { waitFor } from "../../pkg/lab/ports.js";
+import type { EndpointRecord } from "../../pkg/store/index.js";
 import { metricValue, useCluster } from "../harness/cluster.js";
 
-interface Listed {
-  id: string;
-  network: string;
-  node: string;
-  name: string;
-  aliases: string[];
-  ips: string[];
-  mac: string;
-}
+/** What `weftctl endpoint list -o json` prints: the stored records. */
+type Listed = EndpointRecord;
 
 describe("e2e: endpoint registry (agents, controller, etcd, CNI plugins in namespaces)", function () {
   this.timeout(240_000);
