@@ -101,6 +101,7 @@ export class Agent {
   private uplinkMtu = 0;
   private readonly model = new ConfigModel();
   private endpointServer?: EndpointServer;
+  private reconcileTimer?: NodeJS.Timeout;
   private relay?: EndpointRelay;
   /** Stream the config came from; 0 = restored from the state dir. */
   private epoch = 0;
@@ -306,6 +307,14 @@ export class Agent {
     }
 
     this.loop.start();
+    // A pod whose DEL never reached the agent (runtime crash, agent busy) goes once its namespace does.
+    this.reconcileTimer = setInterval(() => {
+      this.endpointServer?.reconcile().then(
+        (gone) => gone.length > 0 && log.info({ removed: gone.map((e) => e.id) }, "endpoints whose network namespace is gone removed"),
+        (err) => log.warn({ err: String(err) }, "could not reconcile endpoints"),
+      );
+    }, opts.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS);
+    this.reconcileTimer.unref();
     if (this.model.config.networks.size > 0 || this.model.revision > 0) this.loop.submit();
     log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls, token: opts.token?.file }, "agent started");
   }
@@ -313,6 +322,7 @@ export class Agent {
   /** Stops talking to the controller. The kernel stays exactly as programmed. */
   async stop(): Promise<void> {
     await this.connection?.stop();
+    clearInterval(this.reconcileTimer);
     this.relay?.stop();
     await this.endpointServer?.stop();
     await this.loop?.stop();

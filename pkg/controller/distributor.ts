@@ -277,13 +277,15 @@ export class Distributor {
     // A snapshot still being flushed is the base the backlog applies to, not lag.
     let lag = r.inflight - r.snapshotInflight;
     for (const [name, s] of r.sent) {
+      const epBehind = s.ep === undefined ? 0 : this.endpointFeeds.get(name)?.bytesSince(s.ep);
+      if (epBehind === undefined) return true;
+      lag += epBehind;
       if (!s.hasSubnet) continue;
       const f = this.feeds.get(name);
       if (!f) continue;
       const behind = f.bytesSince(s.seq);
-      const epBehind = s.ep === undefined ? 0 : this.endpointFeeds.get(name)?.bytesSince(s.ep);
-      if (behind === undefined || epBehind === undefined) return true;
-      lag += behind + epBehind;
+      if (behind === undefined) return true;
+      lag += behind;
     }
     return lag > this.maxLagBytes;
   }
@@ -316,9 +318,10 @@ export class Distributor {
         // New or changed header: the network is sent whole, peers from the shared buffer.
         const peers = hasSubnet ? feed.snapshot(self) : { seq: feed.seq, pieces: [] };
         networks.push(...networkElementPieces(header, peers.pieces));
-        // Endpoints: the agent keeps them across a header change; one new to them gets the complete set.
-        let ep = hasSubnet && wantsEndpoints(header) ? sent?.ep : undefined;
-        if (hasSubnet && wantsEndpoints(header) && ep === undefined) {
+        // Endpoints: the agent keeps them across a header change (with or without
+        // a subnet, so they never go stale); one new to them gets the complete set.
+        let ep = wantsEndpoints(header) ? sent?.ep : undefined;
+        if (wantsEndpoints(header) && ep === undefined) {
           const all = this.endpointFeed(header.name)?.snapshot();
           if (all) {
             endpoints.push(...all.pieces);

@@ -126,6 +126,14 @@ describe("e2e: endpoint registry (agents, controller, etcd, CNI plugins in names
     assert.ok(!fs.readFileSync(path.join(h2.stateDir, ENDPOINTS_FILE), "utf8").includes(pod.name), "and from the agent's own file");
   });
 
+  it("a pod whose namespace vanishes while the agent runs (its DEL lost) is removed within the agent's resync interval", async () => {
+    const pod = await c.cluster.addPod(h2);
+    await waitFor("host 2's pod in etcd", async () => (await list("e2e")).some((e) => e.name === pod.name), 20_000, 200);
+    await execa("ip", ["netns", "del", pod.netns]);
+    c.cluster.pods.splice(c.cluster.pods.indexOf(pod), 1);
+    await waitFor("the vanished pod gone from etcd", async () => !(await list("e2e")).some((e) => e.name === pod.name), 30_000, 200);
+  });
+
   it("a node's endpoints vanish when the node is removed", async () => {
     assert.ok((await list()).some((e) => e.node === h1.name));
     await h1.agent!.stop(); // for good: a running agent would join again
