@@ -109,7 +109,8 @@ export function buildConflist(net: CniNetwork, stateDir: string): Record<string,
         ipam: {
           type: "host-local",
           ranges: [[range]],
-          routes: net.mode === "switched" ? [{ dst: "0.0.0.0/0", gw: gateway }] : [{ dst: "0.0.0.0/0" }],
+          // Routed: the network's CIDR through this interface too, so a pod attached to several networks reaches each one through its own interface (only the first default route is kept).
+          routes: net.mode === "switched" ? [{ dst: "0.0.0.0/0", gw: gateway }] : [{ dst: "0.0.0.0/0" }, ...(net.cidr ? [{ dst: net.cidr }] : [])],
           dataDir: path.join(stateDir, "cni", "networks"),
         },
       },
