@@ -92,7 +92,7 @@ describe("conflist IPAM for switched networks", () => {
   });
 
   it("rejects a lease with no address left, and a switched network without its cidr, naming them", () => {
-    assert.throws(() => ipam("10.50.0.0/30"), /lease 10\.50\.0\.0\/30 leaves no pod addresses/);
+    assert.throws(() => ipam("10.50.0.0/31"), /lease 10\.50\.0\.0\/31 leaves no pod addresses/);
     assert.throws(() => buildConflist({ ...sw, cidr: undefined, subnet: "10.50.7.0/24" }, "/s"), /needs its cidr/);
   });
 
