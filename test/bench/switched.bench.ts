@@ -3,13 +3,11 @@
 // 5000, against the floor: the same device, port and per-endpoint entries
 // (master FDB, VXLAN FDB, bridge neighbour) written by one raw `ip -batch` +
 // `bridge -batch` + `ip -batch`.
-import crypto from "node:crypto";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { execa } from "execa";
 import { Dataplane, type EndpointSpec, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { applyFromEmpty, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 78;
@@ -37,33 +35,7 @@ function desired(n: number): NodeDesired {
   };
 }
 
-async function withNamespace<T>(fn: (ns: string, dir: string) => Promise<T>): Promise<T> {
-  const ns = `weft-bench-${crypto.randomBytes(3).toString("hex")}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-bench-"));
-  await execa("ip", ["netns", "add", ns]);
-  try {
-    await execa("ip", ["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
-    await execa("ip", ["-n", ns, "addr", "add", "192.168.99.1/24", "dev", "eth0"]);
-    await execa("ip", ["-n", ns, "link", "set", "eth0", "up"]);
-    await execa("ip", ["-n", ns, "link", "set", "eth0p", "up"]);
-    return await fn(ns, dir);
-  } finally {
-    await execa("ip", ["netns", "del", ns], { reject: false });
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
-async function weftFromEmpty(n: number): Promise<number> {
-  return withNamespace(async (ns, dir) => {
-    const dp = new Dataplane({ log: silentLogger(), netns: ns, cniConfDir: dir, stateDir: dir });
-    const t0 = performance.now();
-    const report = await dp.apply(desired(n));
-    const ms = performance.now() - t0;
-    dp.close();
-    if (report.changes < 3 * n) throw new Error(`only ${report.changes} changes for ${n} endpoints`);
-    return ms;
-  });
-}
 
 async function rawFloor(n: number): Promise<number> {
   return withNamespace(async (ns) => {
@@ -112,7 +84,7 @@ export async function run(): Promise<void> {
     const floor: number[] = [];
     const reps = n >= 5000 ? 3 : 5;
     for (let i = 0; i < reps; i++) {
-      weft.push(await weftFromEmpty(n));
+      weft.push(await applyFromEmpty(desired(n), 3 * n));
       floor.push(await rawFloor(n));
     }
     weft.sort((a, b) => a - b);
