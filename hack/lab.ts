@@ -80,7 +80,7 @@ async function up(o: { nodes: number; pods: number; cidr: string; vni: number })
   await Promise.all(hosts.map((h) => cluster!.waitAgent(h, 60_000)));
   done(hosts.map((h) => h.name).join(", "));
 
-  step(`${o.pods} pods per host, attached by the CNI plugins in /usr/lib/cni through each agent's 10-weft.conflist`);
+  step(`${o.pods} pods per host, attached by the CNI plugins in /usr/lib/cni and Weft's weft plugin through each agent's 10-weft.conflist`);
   const pods: Pod[] = [];
   for (const h of hosts) for (let i = 0; i < o.pods; i++) pods.push(await cluster.addPod(h));
   done(`${pods.length} pods`);

@@ -8,7 +8,8 @@
 #   ip netns exec NAME ping 10.244.1.2
 set -euo pipefail
 CONFLIST=${WEFT_CONFLIST:-/etc/cni/net.d/10-weft.conflist}
-CNI_BIN=${CNI_PATH:-/usr/lib/cni}
+# /opt/cni/bin: Debian's plugins and Weft's `weft` (linked there by the provisioning).
+CNI_BIN=${CNI_PATH:-/opt/cni/bin}
 PREFIX=pod-
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

@@ -11,7 +11,10 @@ import { newLogger, type Logger } from "../log/index.js";
 import type { MetricsServer, Registry } from "../metrics/index.js";
 import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, PeerSpec } from "../dataplane/types.js";
 import type { IptablesBackendChoice } from "../dataplane/iptables-backend.js";
+import type { Endpoint } from "../cni/endpoint.js";
+import { EndpointServer } from "../cni/endpoint-server.js";
 import { ApplyLoop } from "./apply-loop.js";
+import { EndpointRelay } from "./endpoint-relay.js";
 import { ControllerConnection, type StreamInfo } from "./connection.js";
 import { addTo, ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
 import type { HostProbe } from "./host.js";
@@ -97,6 +100,9 @@ export class Agent {
   private self?: NodeIdentity;
   private uplinkMtu = 0;
   private readonly model = new ConfigModel();
+  private endpointServer?: EndpointServer;
+  private reconcileTimer?: NodeJS.Timeout;
+  private relay?: EndpointRelay;
   /** Stream the config came from; 0 = restored from the state dir. */
   private epoch = 0;
   private macs: Record<string, string> = {};
@@ -206,6 +212,23 @@ export class Agent {
     this.uplinkMtu = info?.mtu ?? 0;
     this.self = { nodeName: this.nodeName, uplink, underlayIp };
 
+    // The plugin's socket before the Join: the Join's full endpoint report
+    // needs the node's endpoints, reconciled (a pod deleted while the agent was
+    // down is gone from its list before the controller hears of it).
+    this.relay = new EndpointRelay({
+      list: () => this.endpointServer?.list() ?? [],
+      send: (epoch, report) => this.connection?.send(epoch, { msg: { $case: "endpoints", value: report } }),
+    });
+    this.endpointServer = new EndpointServer({
+      stateDir: opts.stateDir,
+      refuse: (network) => this.refuseEndpoint(network),
+      onChange: (changed, removed) => this.relay?.changed(changed, removed),
+      warn: (msg, fields) => log.warn(fields, msg),
+    });
+    await this.endpointServer.start();
+    const gone = await this.endpointServer.reconcile();
+    if (gone.length > 0) log.info({ removed: gone.map((e) => e.id) }, "endpoints whose network namespace is gone removed");
+
     // Join as early as possible: peers can program this node as soon as the controller has its MACs.
     this.connection = new ControllerConnection({
       addresses: opts.controllers,
@@ -221,7 +244,11 @@ export class Agent {
         if (this.everConnected) this.metrics?.reconnects.inc();
         this.everConnected = true;
       },
-      onDisconnected: () => this.metrics?.controllerConnected.set(0),
+      onDisconnected: (stream) => {
+        this.metrics?.controllerConnected.set(0);
+        this.relay?.disconnected(stream.epoch);
+      },
+      onJoinSent: (stream) => this.relay?.joined(stream.epoch),
     });
 
     this.journal = new StateJournal({
@@ -283,6 +310,14 @@ export class Agent {
     }
 
     this.loop.start();
+    // A pod whose DEL never reached the agent (runtime crash, agent busy) goes once its namespace does.
+    this.reconcileTimer = setInterval(() => {
+      this.endpointServer?.reconcile().then(
+        (gone) => gone.length > 0 && log.info({ removed: gone.map((e) => e.id) }, "endpoints whose network namespace is gone removed"),
+        (err) => log.warn({ err: String(err) }, "could not reconcile endpoints"),
+      );
+    }, opts.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS);
+    this.reconcileTimer.unref();
     if (this.model.config.networks.size > 0 || this.model.revision > 0) this.loop.submit();
     log.info({ controllers: opts.controllers, uplink, underlayIp, uplinkMtu: this.uplinkMtu, tls: !!opts.tls, token: opts.token?.file }, "agent started");
   }
@@ -290,6 +325,9 @@ export class Agent {
   /** Stops talking to the controller. The kernel stays exactly as programmed. */
   async stop(): Promise<void> {
     await this.connection?.stop();
+    clearInterval(this.reconcileTimer);
+    this.relay?.stop();
+    await this.endpointServer?.stop();
     await this.loop?.stop();
     this.dataplane?.close?.();
     this.journal?.close();
@@ -307,6 +345,22 @@ export class Agent {
   /** True while no apply runs, is queued or waits for a retry. */
   get idle(): boolean {
     return this.loop?.idle ?? true;
+  }
+
+  /** Why the plugin may not attach a pod to `network` here, or undefined. */
+  private refuseEndpoint(network: string): string | undefined {
+    const net = this.model.config.networks.get(network);
+    if (!net) {
+      const member = [...this.model.config.networks.keys()];
+      return `network: node ${this.nodeName} is not a member of network "${network}" (${member.length ? `member of: ${member.join(", ")}` : "no networks from the controller yet"})`;
+    }
+    if (!net.subnet) return `network: node ${this.nodeName} has no subnet in network "${network}" yet${net.error ? ` (${net.error})` : ""}`;
+    return undefined;
+  }
+
+  /** The endpoints the CNI plugin reported on this node (tests and tools). */
+  get endpoints(): Endpoint[] {
+    return this.endpointServer?.list() ?? [];
   }
 
   private joinRequest(): JoinRequest {
@@ -440,6 +494,10 @@ export class Agent {
     else if (report.changes > 0) this.log.info(logFields, "config applied");
     this.subnets = Object.fromEntries([...this.programmed.values()].map((n) => [n.name, n.subnet]));
     this.metrics?.setPeers(this.dataplane!.peerCounts());
+    if (this.metrics) {
+      this.metrics.endpoints.reset();
+      for (const [name, n] of this.model.config.networks) if (n.endpoints.size > 0) this.metrics.endpoints.set({ network: name }, n.endpoints.size);
+    }
     // Each stream hears once per revision the kernel holds (a new stream too, for the same revision).
     if (epoch > 0 && (revision !== this.applied || epoch !== this.ackedEpoch)) {
       this.applied = revision;

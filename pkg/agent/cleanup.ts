@@ -3,6 +3,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "../log/index.js";
 import type { DataplanePort } from "../dataplane/types.js";
+import { ENDPOINT_SOCKET } from "../cni/endpoint.js";
+import { ENDPOINTS_FILE } from "../cni/endpoint-server.js";
 import { removeState, statePath } from "./state.js";
 
 /** Where CNI host-local keeps its allocations, under the state dir (so agents sharing a machine do not collide). */
@@ -25,6 +27,8 @@ export async function cleanupNode(opts: CleanupOptions): Promise<void> {
   await dataplane.cleanup();
   await removeState(stateDir);
   await fs.rm(path.join(stateDir, CNI_DATA_SUBDIR), { recursive: true, force: true });
+  // The weft plugin's endpoints and socket: the node's pods are gone from the overlay with it.
+  for (const f of [ENDPOINTS_FILE, ENDPOINT_SOCKET]) await fs.rm(path.join(stateDir, f), { force: true });
   // Left-over temp files of an interrupted state write.
   const base = path.basename(statePath(stateDir));
   const entries = await fs.readdir(stateDir).catch(() => [] as string[]);

@@ -194,6 +194,7 @@ export class ConfigModel {
     for (const key of old.endpoints.keys()) this.touchEndpoint(name, key);
   }
 
+  /** Endpoints are kept here; apply() replaces a snapshot's networks' sets. */
   private putNetwork(c: NetworkConfig): void {
     const old = this.config.networks.get(c.name);
     const { peers: list, ...fields } = c;

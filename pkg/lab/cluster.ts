@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-import { cniAdd, cniDel, CONFLIST_NAME } from "../cni/index.js";
+import { cniAdd, cniDel, CONFLIST_NAME, DEFAULT_CNI_BIN_DIR } from "../cni/index.js";
 import { LabProcess, killRecorded } from "./process.js";
 import { waitFor } from "./ports.js";
 
@@ -90,6 +90,22 @@ export async function removeNamespaces(prefix: string): Promise<number> {
   return names.length;
 }
 
+/**
+ * A CNI bin dir as a runtime's CNI_PATH: the system's plugins linked in, plus
+ * `weft` (the plugin every Weft conflist chains) as a wrapper running
+ * `node <weftArgv>`, so it comes from this checkout.
+ */
+export function makeCniBinDir(dir: string, weftArgv: string[], system = DEFAULT_CNI_BIN_DIR): string {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const name of fs.readdirSync(system)) {
+    const link = path.join(dir, name);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.join(system, name), link);
+  }
+  const argv = weftArgv.map((a) => `'${a}'`).join(" ");
+  fs.writeFileSync(path.join(dir, "weft"), `#!/bin/sh\nexec '${process.execPath}' ${argv} "$@"\n`, { mode: 0o755 });
+  return dir;
+}
+
 export class Cluster {
   readonly switchNs: string;
   readonly controlNs: string;
@@ -99,11 +115,14 @@ export class Cluster {
   etcd?: LabProcess;
   readonly controllers: LabProcess[] = [];
   private nextHost = 1;
+  /** CNI_PATH for the pods: the system's plugins and Weft's `weft` (makeCniBinDir). */
+  readonly cniBinDir: string;
 
   private constructor(readonly opts: ClusterOptions) {
     this.switchNs = `${opts.prefix}-sw`;
     this.controlNs = `${opts.prefix}-ctl`;
     this.outsideNs = `${opts.prefix}-out`;
+    this.cniBinDir = path.join(opts.runDir, "cni-bin");
   }
 
   get etcdEndpoint(): string {
@@ -118,7 +137,7 @@ export class Cluster {
     this.opts.progress?.(msg);
   }
 
-  bin(name: "weft-controller" | "weft-agent" | "weftctl"): string {
+  bin(name: "weft-controller" | "weft-agent" | "weftctl" | "weft-cni"): string {
     return path.join(this.opts.repoRoot, "dist", "cmd", name, "main.js");
   }
 
@@ -131,9 +150,10 @@ export class Cluster {
     // State of an earlier run (host-local allocations, agent state) would not match the new cluster.
     fs.rmSync(opts.runDir, { recursive: true, force: true });
     fs.mkdirSync(opts.runDir, { recursive: true });
-    for (const b of ["weft-controller", "weft-agent", "weftctl"] as const) {
+    for (const b of ["weft-controller", "weft-agent", "weftctl", "weft-cni"] as const) {
       if (!fs.existsSync(c.bin(b))) throw new Error(`${c.bin(b)} is missing: run make build`);
     }
+    makeCniBinDir(c.cniBinDir, [c.bin("weft-cni")]);
     await sh("ip", ["netns", "add", c.switchNs]);
     await ipIn(c.switchNs, "link", "add", "br0", "type", "bridge");
     await ipIn(c.switchNs, "link", "set", "br0", "up");
@@ -256,14 +276,14 @@ export class Cluster {
     const n = this.pods.filter((p) => p.host === host).length + 1;
     const name = `${host.name}-p${suffix ?? n}`;
     await sh("ip", ["netns", "add", name]);
-    const res = await cniAdd({ conflistPath: conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: "eth0", hostNetns: host.netns });
+    const res = await cniAdd({ conflistPath: conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: "eth0", hostNetns: host.netns, binDir: this.cniBinDir, args: { weft: { name } } });
     const pod: Pod = { name, netns: name, host, ip: res.ip, conflist };
     this.pods.push(pod);
     return pod;
   }
 
   async removePod(pod: Pod): Promise<void> {
-    await cniDel({ conflistPath: pod.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: "eth0", hostNetns: pod.host.netns }).catch(() => undefined);
+    await cniDel({ conflistPath: pod.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: "eth0", hostNetns: pod.host.netns, binDir: this.cniBinDir }).catch(() => undefined);
     await sh("ip", ["netns", "del", pod.netns], { reject: false });
     this.pods.splice(this.pods.indexOf(pod), 1);
   }

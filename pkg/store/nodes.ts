@@ -3,7 +3,7 @@
 // or releases its subnet leases together.
 import type { ICompare, IRequestOp } from "etcd3";
 import { ConflictError } from "./errors.js";
-import { EtcdKv, MAX_CAS_ATTEMPTS, TXN_CHUNK, absent, casBackoff, decode, decodeOrUndefined, decodeValid, del, firstKv, get, modIs, put, versioned, type Versioned } from "./etcd.js";
+import { EtcdKv, MAX_CAS_ATTEMPTS, TXN_CHUNK, absent, casBackoff, decode, decodeOrUndefined, decodeValid, del, delPrefix, firstKv, get, modIs, put, versioned, type Versioned } from "./etcd.js";
 import { leaderFence, stillLeader } from "./leader.js";
 import type { LeaseRecord, NodeRecord } from "./types.js";
 
@@ -33,7 +33,10 @@ export async function removeNode(etcd: EtcdKv, name: string, opts: { asLeader?: 
       ...own.map((kv) => modIs(kv.key.toString(), Number(kv.mod_revision))),
       ...leaderFence(etcd, opts.asLeader),
     ];
-    const res = await etcd.txn("remove_node", compare, [del(nodeKey), ...own.map((kv) => del(kv.key.toString()))]);
+    // Its endpoints too, one range per network it was in: they are bound to its etcd lease, but the revoke below may fail.
+    const networks = new Set([...Object.keys(nodeKv ? (decodeOrUndefined<NodeRecord>(nodeKv)?.subnets ?? {}) : {}), ...own.map((kv) => decodeOrUndefined<LeaseRecord>(kv)!.network)]);
+    const endpoints = [...networks].map((net) => delPrefix(`${etcd.keys.endpoints(net)}${name}/`));
+    const res = await etcd.txn("remove_node", compare, [del(nodeKey), ...own.map((kv) => del(kv.key.toString())), ...endpoints]);
     if (res.succeeded) {
       const lease = nodeKv ? String(nodeKv.lease ?? "0") : "0";
       if (lease !== "0") await etcd.revokeLease(lease).catch(() => undefined);
