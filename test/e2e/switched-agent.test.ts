@@ -15,10 +15,12 @@ import { execa } from "execa";
 import { Agent, loadState, saveState, stateFromConfig } from "../../pkg/agent/index.js";
 import { applyConfigUpdate, emptyDesired, type Endpoint, type NetworkConfig } from "../../pkg/api/index.js";
 import { cniAdd, CONFLIST_NAME } from "../../pkg/cni/index.js";
+import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { Dataplane, type NodeDesired } from "../../pkg/dataplane/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { newRegistry } from "../../pkg/metrics/index.js";
+import { cniBinDir } from "../harness/cli.js";
 import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4545;
@@ -38,6 +40,9 @@ describe("e2e: agent programs a switched network's endpoints from its state dir 
   let podA: Netns;
   let podB: Netns;
   let dpB: Dataplane;
+  /** B's side of the weft plugin (no agent runs on B). */
+  let endpointsB: EndpointServer;
+  const binDir = cniBinDir(path.join(tmp, "bin"));
   let agent: Agent | undefined;
   let epA: Endpoint;
   let epB: Endpoint;
@@ -73,14 +78,17 @@ describe("e2e: agent programs a switched network's endpoints from its state dir 
     // B first, with its pod: A's restored state names that pod's endpoint.
     dpB = new Dataplane({ log: silentLogger(), netns: b.name, cniConfDir: path.join(tmp, "b-net.d"), stateDir: path.join(tmp, "b-state") });
     await dpB.apply(desiredB());
+    endpointsB = new EndpointServer({ stateDir: path.join(tmp, "b-state") });
+    await endpointsB.start();
     podB = await Netns.create(`${prefix}-pb`);
-    const rb = await cniAdd({ conflistPath: path.join(tmp, "b-net.d", CONFLIST_NAME), netnsPath: podB.path, containerId: "pb", hostNetns: b.name });
+    const rb = await cniAdd({ conflistPath: path.join(tmp, "b-net.d", CONFLIST_NAME), netnsPath: podB.path, containerId: "pb", hostNetns: b.name, binDir, args: { weft: { name: "pb" } } });
     epB = { id: "pb/eth0", nodeName: "b", network: "l2", name: "pb", aliases: [], ips: [rb.ip], mac: rb.mac!.toLowerCase() };
   });
 
   after(async () => {
     await agent?.stop();
     dpB?.close();
+    await endpointsB?.stop();
     await deleteNamespacesWithPrefix(prefix);
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -102,7 +110,8 @@ describe("e2e: agent programs a switched network's endpoints from its state dir 
     assert.ok(!fdb.some((e) => e.mac === own.mac));
 
     podA = await Netns.create(`${prefix}-pa`);
-    const ra = await cniAdd({ conflistPath: path.join(tmp, "a-net.d", CONFLIST_NAME), netnsPath: podA.path, containerId: "pa", hostNetns: a.name });
+    const ra = await cniAdd({ conflistPath: path.join(tmp, "a-net.d", CONFLIST_NAME), netnsPath: podA.path, containerId: "pa", hostNetns: a.name, binDir, args: { weft: { name: "pa" } } });
+    assert.deepEqual(agent!.endpoints.map((e) => [e.id, e.mac]), [["pa/eth0", ra.mac!.toLowerCase()]], "the weft plugin reported pod A to the agent");
     assert.ok(ra.ip.startsWith("10.253.1."), `pod A's address ${ra.ip} from A's lease`);
     epA = { id: "pa/eth0", nodeName: "a", network: "l2", name: "pa", aliases: [], ips: [ra.ip], mac: ra.mac!.toLowerCase() };
     await dpB.apply(desiredB());

@@ -1,8 +1,9 @@
 // A switched (L2) network on a real kernel, driven through the Dataplane
 // without controller or agent: three "hosts" (namespaces whose eth0 sits on a
 // bridge in a switch namespace), two pods per host attached by the real CNI
-// plugins through the conflist the dataplane wrote, and the endpoints fed in
-// as the agent does. Checks the kernel objects, the ping matrix, ARP
+// plugins through the conflist the dataplane wrote, and the endpoints the
+// `weft` plugin reported to each host's socket fed to the other hosts'
+// dataplanes, as the agents do once the controller has distributed them. Checks the kernel objects, the ping matrix, ARP
 // suppression and unicast-only VXLAN on the underlay (tcpdump), a pod moving
 // between hosts, flooding on and off, a pod in a routed and a switched network
 // at once, and drift repair. Everything lives in weft-sw-<random>-… namespaces.
@@ -12,8 +13,10 @@ import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { cniAdd, cniDel, CONFLIST_NAME, conflistName, gatewayAddress, switchedGatewayMac, type CniInvocation } from "../../pkg/cni/index.js";
+import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { Dataplane, type EndpointSpec, type NetworkDesired, type NodeDesired } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { cniBinDir } from "../harness/cli.js";
 import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4343;
@@ -34,6 +37,8 @@ interface Host {
   lease: string;
   dir: string;
   dp: Dataplane;
+  /** The agent's side of the weft plugin (the agent itself is not running here). */
+  endpoints: EndpointServer;
 }
 interface Pod {
   name: string;
@@ -66,8 +71,11 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
   let sw: Netns;
   let flood = false;
   let withRouted = false;
+  const binDir = cniBinDir(path.join(tmp, "bin"));
 
-  const endpointOf = (p: Pod): EndpointSpec => ({ key: p.key, nodeName: p.host.name, ips: [p.ip], mac: p.mac });
+  /** What the other hosts' plugins reported for the switched network, keyed as the controller distributes it. */
+  const remoteEndpoints = (h: Host): EndpointSpec[] =>
+    hosts.filter((o) => o !== h).flatMap((o) => o.endpoints.list().filter((e) => e.network === "l2").map((e) => ({ key: `${o.name}/${e.id}`, nodeName: o.name, ips: e.ips, mac: e.mac })));
 
   function desired(h: Host): NodeDesired {
     const others = hosts.filter((o) => o !== h);
@@ -75,7 +83,7 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
       {
         name: "l2", vni: VNI, cidr: CIDR, mode: "switched", mtu: 0, port: PORT, natOutgoing: true, isolated: true, flood, isDefault: true, subnet: h.lease,
         peers: others.map((o) => ({ nodeName: o.name, underlayIp: o.ip, vtepMac: "", subnet: o.lease })),
-        endpoints: pods.filter((p) => p.host !== h).map(endpointOf),
+        endpoints: remoteEndpoints(h),
       },
     ];
     if (withRouted) {
@@ -97,9 +105,11 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
 
   async function attach(h: Host, name: string, conflist = path.join(h.dir, "net.d", CONFLIST_NAME), ifName = "eth0", ns?: Netns): Promise<Pod> {
     ns ??= await Netns.create(`${prefix}-${name}`);
-    const inv: CniInvocation = { conflistPath: conflist, netnsPath: ns.path, containerId: name, ifName, hostNetns: h.ns.name };
+    const inv: CniInvocation = { conflistPath: conflist, netnsPath: ns.path, containerId: name, ifName, hostNetns: h.ns.name, binDir, args: { weft: { name } } };
     const res = await cniAdd(inv);
     assert.ok(res.mac, `CNI result names the pod's MAC: ${JSON.stringify(res.raw)}`);
+    const reported = h.endpoints.list().find((e) => e.id === `${name}/${ifName}`);
+    assert.deepEqual([reported?.ips, reported?.mac], [[res.ip], res.mac!.toLowerCase()], "the weft plugin reported the pod's address and MAC");
     return { name, host: h, ns, ip: res.ip, mac: res.mac!.toLowerCase(), key: `${h.name}/${name}/${ifName}`, inv };
   }
 
@@ -141,13 +151,18 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
       await ns.ip("link", "set", "eth0", "up");
       const dir = path.join(tmp, `h${i}`);
       const dp = new Dataplane({ log: silentLogger(), netns: ns.name, cniConfDir: path.join(dir, "net.d"), stateDir: path.join(dir, "state") });
+      const endpoints = new EndpointServer({ stateDir: path.join(dir, "state") });
+      await endpoints.start();
       // Host 1's lease holds the network's first host, the distributed gateway: its range must skip it.
-      hosts.push({ i, name: `h${i}`, ns, ip, lease: `10.251.${i - 1}.0/24`, dir, dp });
+      hosts.push({ i, name: `h${i}`, ns, ip, lease: `10.251.${i - 1}.0/24`, dir, dp, endpoints });
     }
   });
 
   after(async function () {
-    for (const h of hosts) h.dp.close();
+    for (const h of hosts) {
+      h.dp.close();
+      await h.endpoints.stop();
+    }
     await deleteNamespacesWithPrefix(prefix);
     fs.rmSync(tmp, { recursive: true, force: true });
   });
