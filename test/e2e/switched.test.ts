@@ -17,7 +17,7 @@ import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { Dataplane, type EndpointSpec, type NetworkDesired, type NodeDesired } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { cniBinDir } from "../harness/cli.js";
-import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
+import { deleteNamespacesWithPrefix, Netns, switchedHosts, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4343;
 const DEV = `weft.${VNI}`;
@@ -139,16 +139,11 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
   }
 
   before(async function () {
-    sw = await Netns.create(`${prefix}-sw`);
-    await sw.ip("link", "add", "br0", "type", "bridge");
-    await sw.ip("link", "set", "br0", "up");
+    const underlay = await switchedHosts(prefix, [1, 2, 3].map((i) => `192.168.78.${10 + i}`));
+    sw = underlay.sw;
     for (const i of [1, 2, 3]) {
-      const ns = await Netns.create(`${prefix}-h${i}`);
-      await sw.ip("link", "add", `h${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns.name);
-      await sw.ip("link", "set", `h${i}`, "master", "br0", "up");
+      const ns = underlay.hosts[i - 1];
       const ip = `192.168.78.${10 + i}`;
-      await ns.ip("addr", "add", `${ip}/24`, "dev", "eth0");
-      await ns.ip("link", "set", "eth0", "up");
       const dir = path.join(tmp, `h${i}`);
       const dp = new Dataplane({ log: silentLogger(), netns: ns.name, cniConfDir: path.join(dir, "net.d"), stateDir: path.join(dir, "state") });
       const endpoints = new EndpointServer({ stateDir: path.join(dir, "state") });
