@@ -5,7 +5,7 @@ import os from "node:os";
 import { execa } from "execa";
 import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
-import { applyFromEmpty, withNamespace } from "./kernel.js";
+import { applyFromEmpty, fromEmptyRows, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 77;
@@ -68,21 +68,7 @@ async function addOne(n: number, samples: number): Promise<number[]> {
 }
 
 export async function run(): Promise<void> {
-  const rows: (string | number)[][] = [];
-  for (const n of [100, 1000, 5000]) {
-    const weft: number[] = [];
-    const floor: number[] = [];
-    const reps = n >= 5000 ? 3 : 5;
-    for (let i = 0; i < reps; i++) {
-      weft.push(await applyFromEmpty(desired(n), 3 * n));
-      floor.push(await rawFloor(n));
-    }
-    weft.sort((a, b) => a - b);
-    floor.sort((a, b) => a - b);
-    const w = percentile(weft, 50);
-    const f = percentile(floor, 50);
-    rows.push([`${n} peers from empty`, reps, w, f, (w / f).toFixed(2)]);
-  }
+  const rows = await fromEmptyRows([100, 1000, 5000], (n) => `${n} peers from empty`, (n) => applyFromEmpty(desired(n), 3 * n), rawFloor);
   const one = (await addOne(5000, 10)).sort((a, b) => a - b);
   rows.push(["1 peer added on top of 5000", one.length, percentile(one, 50), "-", "-"]);
   publish({

@@ -7,6 +7,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { Dataplane, type NodeDesired } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { percentile } from "./table.js";
 
 /** Runs `fn` in a fresh namespace whose eth0 has 192.168.99.1/24; always removed. */
 export async function withNamespace<T>(fn: (ns: string, dir: string) => Promise<T>): Promise<T> {
@@ -36,4 +37,22 @@ export async function applyFromEmpty(desired: NodeDesired, minChanges: number): 
     if (report.changes < minChanges) throw new Error(`only ${report.changes} changes, expected at least ${minChanges}`);
     return ms;
   });
+}
+
+/** Median ms of Weft and of the floor at each size (`reps` runs each, interleaved): one table row per size. */
+export async function fromEmptyRows(sizes: number[], label: (n: number) => string, weft: (n: number) => Promise<number>, floor: (n: number) => Promise<number>): Promise<(string | number)[][]> {
+  const rows: (string | number)[][] = [];
+  for (const n of sizes) {
+    const w: number[] = [];
+    const f: number[] = [];
+    const reps = n >= 5000 ? 3 : 5;
+    for (let i = 0; i < reps; i++) {
+      w.push(await weft(n));
+      f.push(await floor(n));
+    }
+    const mw = percentile(w.sort((a, b) => a - b), 50);
+    const mf = percentile(f.sort((a, b) => a - b), 50);
+    rows.push([label(n), reps, mw, mf, (mw / mf).toFixed(2)]);
+  }
+  return rows;
 }
