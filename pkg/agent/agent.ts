@@ -16,7 +16,7 @@ import { EndpointServer } from "../cni/endpoint-server.js";
 import { ApplyLoop } from "./apply-loop.js";
 import { EndpointRelay } from "./endpoint-relay.js";
 import { ControllerConnection, type StreamInfo } from "./connection.js";
-import { ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
+import { addTo, ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
 import type { HostProbe } from "./host.js";
 import type { AgentMetrics } from "./metrics.js";
 import { configFromState, loadState, randomMac, saveMacsSync, StateJournal, stateFromConfig } from "./state.js";
@@ -111,6 +111,8 @@ export class Agent {
   private programmed = new Map<string, NetworkSpec>();
   private lastSkipped = "";
   private skippedPeers = new Map<string, string>();
+  /** `<network>/<endpointKey>` -> why it is not programmed (logged once per reason). */
+  private skippedEndpoints = new Map<string, string>();
   private readyFlag = false;
   private everConnected = false;
   private applied = 0;
@@ -189,7 +191,8 @@ export class Agent {
         this.macs = state.vtepMacs;
         this.subnets = state.subnets;
         const config = configFromState(state);
-        this.model.apply({ revision: config.revision, snapshot: true, networks: state.networks, removedNetworks: [], peerUpdates: [], endpointUpdates: [] });
+        const endpointUpdates = state.networks.flatMap((n) => (state.endpoints[n.name] ?? []).map((endpoint) => ({ network: n.name, endpoint, removed: false })));
+        this.model.apply({ revision: config.revision, snapshot: true, networks: state.networks, removedNetworks: [], peerUpdates: [], endpointUpdates });
         log.info({ revision: state.revision, networks: state.networks.map((n) => n.name), stateDir: opts.stateDir }, "restoring the controller's last config from the state dir");
       }
     } catch (err) {
@@ -424,8 +427,14 @@ export class Agent {
       dp.setNetworks(this.self!, specs);
       const before = this.programmed;
       this.programmed = new Map(specs.map((s) => [s.name, s]));
-      // A network the dataplane did not have: all its peers are new to it.
-      for (const s of specs) if (!before.has(s.name)) for (const node of this.model.config.networks.get(s.name)?.peers.keys() ?? []) addTo(changes.peers, s.name, node);
+      // A network the dataplane did not have (or now holds in another kind of table: a new mode or VNI): all its peers and endpoints are new to it.
+      for (const s of specs) {
+        const old = before.get(s.name);
+        if (old && old.mode === s.mode && old.vni === s.vni && old.cidr === s.cidr) continue;
+        const net = this.model.config.networks.get(s.name);
+        for (const node of net?.peers.keys() ?? []) addTo(changes.peers, s.name, node);
+        for (const key of net?.endpoints.keys() ?? []) addTo(changes.endpoints, s.name, key);
+      }
     }
     for (const [network, nodes] of changes.peers) {
       if (!this.programmed.has(network)) continue;
@@ -447,8 +456,35 @@ export class Agent {
       }
     }
     this.metrics?.peersSkipped.set(this.skippedPeers.size);
+    this.handEndpoints(dp, changes.endpoints);
     const report = await dp.flush(reason);
     return { report, revision, epoch };
+  }
+
+  /** Remote endpoints to the dataplane (this node's own are the bridge's to learn); a malformed one is logged once, counted and skipped. */
+  private handEndpoints(dp: DataplanePort, changed: Map<string, Set<string>>): void {
+    for (const [network, keys] of changed) {
+      const spec = this.programmed.get(network);
+      if (!spec) continue;
+      const endpoints = this.model.config.networks.get(network)?.endpoints;
+      for (const key of keys) {
+        const e = endpoints?.get(key);
+        const k = `${network}/${key}`;
+        if (!e || e.nodeName === this.nodeName) {
+          dp.removeEndpoint(network, key);
+          this.skippedEndpoints.delete(k);
+          continue;
+        }
+        const problem = dp.setEndpoint(network, { key, nodeName: e.nodeName, ips: e.ips, mac: e.mac });
+        if (!problem) {
+          this.skippedEndpoints.delete(k);
+          continue;
+        }
+        if (this.skippedEndpoints.get(k) !== problem && this.skippedEndpoints.size < 10_000) this.log.warn({ network, endpoint: key, reason: problem }, "endpoint not programmed");
+        this.skippedEndpoints.set(k, problem);
+      }
+    }
+    this.metrics?.endpointsSkipped.set(this.skippedEndpoints.size);
   }
 
   private afterApply({ report, revision, epoch }: FlushResult, reason: ApplyReason): void {
@@ -482,8 +518,4 @@ export class Agent {
   }
 }
 
-function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
-  let s = m.get(k);
-  if (!s) m.set(k, (s = new Set()));
-  s.add(v);
-}
+

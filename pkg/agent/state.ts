@@ -1,5 +1,6 @@
 // The agent's memory across restarts: the controller's config for this node
-// and its own VTEP MACs. A restart while the controller is down re-applies
+// (with the endpoints of its networks: a switched network's FDB and neighbour
+// entries hang off them) and its own VTEP MACs. A restart while the controller is down re-applies
 // exactly this (fail static), and the MACs keep devices' addresses stable so
 // peers' FDB/neighbour entries stay right (flannel#1795).
 //
@@ -13,7 +14,7 @@
 import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { applyConfigUpdate, ConfigUpdate, NetworkConfig, type DesiredConfig, type DesiredNetwork } from "../api/index.js";
+import { applyConfigUpdate, ConfigUpdate, Endpoint, endpointKey, NetworkConfig, type DesiredConfig, type DesiredNetwork } from "../api/index.js";
 import { normalizeMac } from "../ip/index.js";
 
 export const STATE_FILE = "agent-state.json";
@@ -26,6 +27,8 @@ export interface PersistedState {
   revision: number;
   /** The controller's config for this node, as last applied. */
   networks: NetworkConfig[];
+  /** Network name -> its endpoints as the controller sent them (switched networks and networks with dns). */
+  endpoints: Record<string, Endpoint[]>;
   /** Network name -> MAC of this node's VXLAN device. */
   vtepMacs: Record<string, string>;
   /** Network name -> this node's subnet (sent back as previous_subnets). */
@@ -33,21 +36,25 @@ export interface PersistedState {
 }
 
 export function stateFromConfig(config: DesiredConfig, vtepMacs: Record<string, string>, subnets: Record<string, string>): PersistedState {
-  const networks = [...config.networks.values()]
-    .sort((a, b) => a.name.localeCompare(b.name))
-    // Endpoints are not kept here: the switched dataplane persists what it needs.
-    .map(({ endpoints: _endpoints, ...n }) => ({ ...n, peers: [...n.peers.values()].sort((a, b) => a.nodeName.localeCompare(b.nodeName)) }));
-  return { revision: config.revision, networks, vtepMacs: { ...vtepMacs }, subnets: { ...subnets } };
+  const sorted = [...config.networks.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const networks = sorted.map(({ endpoints: _endpoints, ...n }) => ({ ...n, peers: [...n.peers.values()].sort((a, b) => a.nodeName.localeCompare(b.nodeName)) }));
+  const endpoints: Record<string, Endpoint[]> = {};
+  for (const n of sorted) if (n.endpoints.size > 0) endpoints[n.name] = [...n.endpoints.values()];
+  return { revision: config.revision, networks, endpoints, vtepMacs: { ...vtepMacs }, subnets: { ...subnets } };
 }
 
 export function configFromState(state: PersistedState): DesiredConfig {
   const networks = new Map<string, DesiredNetwork>();
-  for (const n of state.networks) networks.set(n.name, { ...n, peers: new Map(n.peers.map((p) => [p.nodeName, p])), endpoints: new Map() });
+  for (const n of state.networks) {
+    const endpoints = new Map((state.endpoints[n.name] ?? []).map((e) => [endpointKey(e), e]));
+    networks.set(n.name, { ...n, peers: new Map(n.peers.map((p) => [p.nodeName, p])), endpoints });
+  }
   return { revision: state.revision, networks };
 }
 
 export function serializeState(state: PersistedState): string {
-  return JSON.stringify({ format: FORMAT, revision: state.revision, vtepMacs: state.vtepMacs, subnets: state.subnets, networks: state.networks.map((n) => NetworkConfig.toJSON(n)) }, null, 1) + "\n";
+  const endpoints = Object.fromEntries(Object.entries(state.endpoints).map(([net, list]) => [net, list.map((e) => Endpoint.toJSON(e))]));
+  return JSON.stringify({ format: FORMAT, revision: state.revision, vtepMacs: state.vtepMacs, subnets: state.subnets, networks: state.networks.map((n) => NetworkConfig.toJSON(n)), endpoints }, null, 1) + "\n";
 }
 
 function stringRecord(v: unknown, field: string): Record<string, string> {
@@ -76,9 +83,21 @@ export function parseState(text: string): PersistedState {
     if (!c.name) throw new Error(`networks[${i}].name: empty`);
     return c;
   });
+  // Absent in files written before endpoints were kept: none.
+  const endpoints: Record<string, Endpoint[]> = {};
+  if (o.endpoints !== undefined) {
+    if (typeof o.endpoints !== "object" || o.endpoints === null || Array.isArray(o.endpoints)) throw new Error("endpoints: not an object");
+    for (const [net, list] of Object.entries(o.endpoints)) {
+      if (!Array.isArray(list)) throw new Error(`endpoints.${net}: not an array`);
+      endpoints[net] = list.map((e, i) => {
+        if (typeof e !== "object" || e === null) throw new Error(`endpoints.${net}[${i}]: not an object`);
+        return Endpoint.fromJSON(e);
+      });
+    }
+  }
   const vtepMacs = stringRecord(o.vtepMacs, "vtepMacs");
   for (const [net, mac] of Object.entries(vtepMacs)) if (!normalizeMac(mac)) throw new Error(`vtepMacs.${net}: "${mac}" is not a unicast MAC address`);
-  return { revision: o.revision, networks, vtepMacs, subnets: stringRecord(o.subnets, "subnets") };
+  return { revision: o.revision, networks, endpoints, vtepMacs, subnets: stringRecord(o.subnets, "subnets") };
 }
 
 export function statePath(stateDir: string): string {
@@ -117,7 +136,7 @@ export async function loadState(stateDir: string): Promise<PersistedState | unde
   const journal = await fs.readFile(path.join(stateDir, JOURNAL_FILE), "utf8").catch(() => "");
   const macs = await loadMacs(stateDir);
   if (!state && !journal && Object.keys(macs).length === 0) return undefined;
-  state ??= { revision: 0, networks: [], vtepMacs: {}, subnets: {} };
+  state ??= { revision: 0, networks: [], endpoints: {}, vtepMacs: {}, subnets: {} };
   if (journal) {
     let config = configFromState(state);
     for (const line of journal.split("\n")) {

@@ -4,7 +4,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
-import { formatCidr, hostAddress, parseCidr } from "../ip/index.js";
+import { formatCidr, hostAddress, intToIp, ipToInt, lastAddress, parseCidr } from "../ip/index.js";
 import { ENDPOINT_SOCKET } from "./endpoint.js";
 
 export const CONFLIST_NAME = "10-weft.conflist";
@@ -57,13 +57,44 @@ export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
 export interface CniNetwork {
   name: string;
   vni: number;
+  /** Absent: routed. */
+  mode?: "routed" | "switched";
+  /** The network's CIDR (switched: the pods' subnet; routed: unused). */
+  cidr?: string;
+  /** This node's subnet (its lease): routed, the pods' subnet; switched, the range their addresses come from. */
   subnet: string;
   /** Effective overlay MTU (pods' interfaces get it). */
   mtu: number;
 }
 
+/**
+ * host-local's range: routed, the node's subnet with its first host as the
+ * gateway; switched, the whole CIDR as one L2 subnet with the distributed
+ * gateway, addresses handed out only from this node's lease (without the
+ * lease's network and broadcast addresses, and never the gateway), so they
+ * stay unique across nodes without a central call per pod.
+ */
+export function ipamRange(net: CniNetwork): { range: Record<string, string>; gateway: string } {
+  if (net.mode !== "switched") {
+    const subnet = parseCidr(net.subnet);
+    const gateway = hostAddress(subnet, 1);
+    return { range: { subnet: formatCidr(subnet), gateway }, gateway };
+  }
+  if (!net.cidr) throw new Error(`network ${net.name}: a switched network's conflist needs its cidr`);
+  const cidr = parseCidr(net.cidr);
+  const lease = parseCidr(net.subnet);
+  const gateway = gatewayAddress({ mode: "switched", cidr: net.cidr, subnet: net.subnet });
+  const gw = ipToInt(gateway);
+  let start = lease.base + 1;
+  let end = lastAddress(lease) - 1;
+  if (start === gw) start++;
+  if (end === gw) end--;
+  if (start > end) throw new Error(`network ${net.name}: lease ${net.subnet} leaves no pod addresses`);
+  return { range: { subnet: formatCidr(cidr), rangeStart: intToIp(start), rangeEnd: intToIp(end), gateway }, gateway };
+}
+
 export function buildConflist(net: CniNetwork, stateDir: string): Record<string, unknown> {
-  const subnet = parseCidr(net.subnet);
+  const { range, gateway } = ipamRange(net);
   return {
     cniVersion: CNI_VERSION,
     name: `weft-${net.name}`,
@@ -78,8 +109,9 @@ export function buildConflist(net: CniNetwork, stateDir: string): Record<string,
         ...(net.mtu > 0 ? { mtu: net.mtu } : {}),
         ipam: {
           type: "host-local",
-          ranges: [[{ subnet: formatCidr(subnet), gateway: hostAddress(subnet, 1) }]],
-          routes: [{ dst: "0.0.0.0/0" }],
+          ranges: [[range]],
+          // Routed: the network's CIDR through this interface too, so a pod attached to several networks reaches each one through its own interface (only the first default route is kept).
+          routes: net.mode === "switched" ? [{ dst: "0.0.0.0/0", gw: gateway }] : [{ dst: "0.0.0.0/0" }, ...(net.cidr ? [{ dst: net.cidr }] : [])],
           dataDir: path.join(stateDir, "cni", "networks"),
         },
       },

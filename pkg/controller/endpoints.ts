@@ -87,6 +87,13 @@ export class NodeEndpoints {
   private readonly refused = new Map<string, string>();
   private running = false;
   private started = false;
+  /**
+   * Whether this stream's first full report has arrived. Until then the
+   * desired set is unknown, not empty: writing before it would delete the
+   * node's stored endpoints and put them back a moment later (every member's
+   * switched dataplane would drop and re-add their entries across an agent restart).
+   */
+  private reported = false;
   private stopped = false;
   private readonly backoff = new Backoff(100, 5_000);
   private readonly abort = new AbortController();
@@ -102,6 +109,7 @@ export class NodeEndpoints {
   report(r: EndpointReport): void {
     const { log, metrics } = this.deps;
     if (r.full) {
+      this.reported = true;
       for (const [id, e] of this.desired) this.dirty.add(nodeSlot(e.network, id));
       for (const slot of this.deps.model.endpoints.ofNode(this.node).keys()) this.dirty.add(slot);
       this.desired.clear();
@@ -176,7 +184,7 @@ export class NodeEndpoints {
   };
 
   private kick(): void {
-    if (!this.started || this.stopped || this.running || this.dirty.size === 0) return;
+    if (!this.started || !this.reported || this.stopped || this.running || this.dirty.size === 0) return;
     this.running = true;
     void this.run().finally(() => {
       this.running = false;

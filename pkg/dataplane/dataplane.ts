@@ -1,6 +1,7 @@
 // Makes one node's kernel match what the agent wants, in Felix's shape: the
-// desired state is held here (network specs, and per VXLAN device a PeerTable
-// of desired and known-kernel entries), setters only mark keys pending, and a
+// desired state is held here (network specs, and per network a PeerTable —
+// routed — or a SwitchedTable — switched — of desired and known-kernel
+// entries), setters only mark keys pending, and a
 // flush writes the commands for the pending keys. The kernel is read back and
 // everything diffed only at start, on a resync, after any failure and when a
 // network's spec changes (rare; devices, rules and the conflist hang off it).
@@ -13,10 +14,11 @@ import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
 import { detectIptablesBackend, type BackendDetection, type IptablesBackendChoice } from "./iptables-backend.js";
 import { parseSave, readOwnRules, removalScript, renderRules, restoreScript, rulesMatch } from "./iptables.js";
-import { PeerTable, type PeerPlan } from "./peers.js";
-import { effectiveMtu, isWeftLink, kernelPeersFor, mergePlans, partialPeerCleanup, planDevices, planSize, vxlanName, type Plan } from "./plan.js";
+import { PeerTable } from "./peers.js";
+import { effectiveMtu, isWeftLink, kernelPeersFor, kernelSwitchedFor, mergePlans, partialPeerCleanup, planDevices, planSize, switchedTableFor, vxlanName, type Plan } from "./plan.js";
 import { readKernel } from "./read.js";
-import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
+import type { EntryPlan, SwitchedTable } from "./switched.js";
+import type { ApplyReason, ApplyReport, DataplanePort, EndpointProblem, EndpointSpec, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
 
 export interface DataplaneOptions {
   log: Logger;
@@ -72,8 +74,10 @@ export class Dataplane implements DataplanePort {
   private node?: NodeSpec;
   private networks: NetworkSpec[] = [];
   private specKey = "";
-  /** Per network name. */
+  /** Per routed network's name. */
   private readonly tables = new Map<string, PeerTable>();
+  /** Per switched network's name. */
+  private readonly switched = new Map<string, SwitchedTable>();
   /** Start, any failure, a changed network spec: the next flush reads the kernel and diffs everything. */
   private needFull = true;
   private specsChanged = true;
@@ -110,44 +114,86 @@ export class Dataplane implements DataplanePort {
   setNetworks(node: NodeSpec, networks: NetworkSpec[]): void {
     const sorted = [...networks].sort((a, b) => a.name.localeCompare(b.name));
     // Network specs are a handful of small objects: comparing them whole is cheap (peers are never part of this).
-    const key = JSON.stringify([node.uplink, node.underlayIp, sorted.map((n) => [n.name, n.vni, n.cidr, n.mode, n.mtu, n.port, n.natOutgoing, n.isolated, n.isDefault, n.subnet, n.vtepMac ?? ""])]);
+    const key = JSON.stringify([node.uplink, node.underlayIp, sorted.map((n) => [n.name, n.vni, n.cidr, n.mode, n.mtu, n.port, n.natOutgoing, n.isolated, n.flood, n.isDefault, n.subnet, n.vtepMac ?? ""])]);
     if (key === this.specKey) return;
     this.specKey = key;
     this.node = { uplink: node.uplink, underlayIp: node.underlayIp };
     this.networks = sorted.map((n) => ({ ...n, vtepMac: n.vtepMac?.toLowerCase() }));
     const names = new Set(sorted.map((n) => n.name));
     for (const name of [...this.tables.keys()]) if (!names.has(name)) this.tables.delete(name);
-    for (const n of sorted) {
+    for (const name of [...this.switched.keys()]) if (!names.has(name)) this.switched.delete(name);
+    for (const n of this.networks) {
       const dev = vxlanName(n.vni);
-      const t = this.tables.get(n.name);
-      if (t && t.dev === dev) continue;
-      const fresh = new PeerTable(dev);
-      for (const p of t?.specs() ?? []) fresh.set(p);
-      this.tables.set(n.name, fresh);
+      const routed = this.tables.get(n.name);
+      const sw = this.switched.get(n.name);
+      // Peers move to a recreated table (a new VNI; a mode change); endpoints only between switched ones.
+      const peers = routed?.specs() ?? sw?.peerSpecs() ?? [];
+      if (n.mode === "routed") {
+        this.switched.delete(n.name);
+        if (routed && routed.dev === dev) continue;
+        const fresh = new PeerTable(dev);
+        for (const p of peers) fresh.set(p);
+        this.tables.set(n.name, fresh);
+        continue;
+      }
+      this.tables.delete(n.name);
+      const fresh = switchedTableFor(n);
+      if (sw && sw.dev === fresh.dev && sw.gateway === fresh.gateway && sw.cidr.base === fresh.cidr.base && sw.cidr.prefix === fresh.cidr.prefix) {
+        sw.flood = n.flood;
+        continue;
+      }
+      for (const p of peers) fresh.setPeer(p);
+      for (const e of sw?.endpointSpecs() ?? []) fresh.setEndpoint(e);
+      this.switched.set(n.name, fresh);
     }
     this.specsChanged = true;
   }
 
   setPeer(network: string, peer: PeerSpec): PeerProblem {
     const t = this.tables.get(network);
-    if (!t) return `network ${network} is not known to the dataplane`;
-    return t.set(peer);
+    if (t) return t.set(peer);
+    const sw = this.switched.get(network);
+    if (sw) return sw.setPeer(peer);
+    return `network ${network} is not known to the dataplane`;
   }
 
   removePeer(network: string, nodeName: string): void {
     this.tables.get(network)?.remove(nodeName);
+    this.switched.get(network)?.removePeer(nodeName);
   }
 
   clearPeers(network: string): void {
     this.tables.get(network)?.clear();
+    this.switched.get(network)?.clearPeers();
+  }
+
+  setEndpoint(network: string, endpoint: EndpointSpec): EndpointProblem {
+    const sw = this.switched.get(network);
+    if (sw) return sw.setEndpoint(endpoint);
+    // A routed network routes by subnet: its endpoints need no kernel entries.
+    if (this.tables.has(network)) return undefined;
+    return `network ${network} is not known to the dataplane`;
+  }
+
+  removeEndpoint(network: string, key: string): void {
+    this.switched.get(network)?.removeEndpoint(key);
+  }
+
+  clearEndpoints(network: string): void {
+    this.switched.get(network)?.clearEndpoints();
   }
 
   get dirty(): boolean {
-    return this.needFull || this.specsChanged || [...this.tables.values()].some((t) => t.dirty);
+    return this.needFull || this.specsChanged || [...this.tables.values()].some((t) => t.dirty) || [...this.switched.values()].some((t) => t.dirty);
   }
 
   peerCounts(): Record<string, number> {
-    return Object.fromEntries([...this.tables].map(([name, t]) => [name, t.size]));
+    return Object.fromEntries([...[...this.tables].map(([name, t]) => [name, t.size]), ...[...this.switched].map(([name, t]) => [name, t.size])]);
+  }
+
+  /** Keys of a switched network's endpoints held as desired (programmed, or waiting for their node). */
+  endpointsOf(network: string): string[] {
+    return [...(this.switched.get(network)?.endpointKeys() ?? [])];
   }
 
   stuckSeconds(): number {
@@ -156,7 +202,7 @@ export class Dataplane implements DataplanePort {
 
   /** Node names of a network's programmed peers (tests, the agent's view). */
   peersOf(network: string): string[] {
-    return [...(this.tables.get(network)?.nodes() ?? [])];
+    return [...(this.tables.get(network)?.nodes() ?? this.switched.get(network)?.nodes() ?? [])];
   }
 
   // --- writing ---
@@ -168,6 +214,10 @@ export class Dataplane implements DataplanePort {
       const keep = new Set(n.peers.map((p) => p.nodeName));
       for (const node of this.peersOf(n.name)) if (!keep.has(node)) this.removePeer(n.name, node);
       for (const p of n.peers) this.setPeer(n.name, p);
+      if (!n.endpoints) continue;
+      const want = new Set(n.endpoints.map((e) => e.key));
+      for (const key of this.endpointsOf(n.name)) if (!want.has(key)) this.removeEndpoint(n.name, key);
+      for (const e of n.endpoints) this.setEndpoint(n.name, e);
     }
     return this.flush(reason);
   }
@@ -207,9 +257,13 @@ export class Dataplane implements DataplanePort {
     return this.networks.filter((n) => n.mode === "routed").map((n) => this.tables.get(n.name)!);
   }
 
+  private switchedTables(): SwitchedTable[] {
+    return this.networks.filter((n) => n.mode === "switched").map((n) => this.switched.get(n.name)!);
+  }
+
   /** Only the pending keys, against the kernel model; on failure the full path re-reads and retries. */
   private async writeDelta(): Promise<Record<string, number>> {
-    const plans = this.routedTables().map((t) => t.plan());
+    const plans: EntryPlan[] = [...this.routedTables().map((t) => t.plan()), ...this.switchedTables().map((t) => t.plan())];
     const plan = mergePlans(undefined, plans);
     if (planSize(plan) === 0) return {};
     try {
@@ -251,7 +305,7 @@ export class Dataplane implements DataplanePort {
       mark = now;
     };
     for (let attempt = 1; attempt <= attempts && !done; attempt++) {
-      let plans: PeerPlan[] = [];
+      let plans: EntryPlan[] = [];
       try {
         mark = performance.now();
         const actual = await readKernel(this.run, node.uplink);
@@ -264,7 +318,12 @@ export class Dataplane implements DataplanePort {
           t.kernel = kernelPeersFor(t.dev, actual, devices);
           t.markAllDirty();
         }
-        plans = tables.map((t) => t.plan());
+        const switched = this.switchedTables();
+        for (const t of switched) {
+          t.kernel = kernelSwitchedFor(t, actual, devices);
+          t.markAllDirty();
+        }
+        plans = [...tables.map((t) => t.plan()), ...switched.map((t) => t.plan())];
         const plan = mergePlans(devices, plans);
         first ??= plan;
         lap("planMs");
@@ -367,6 +426,10 @@ export class Dataplane implements DataplanePort {
     await syncConflists(this.opts.cniConfDir, new Map());
     await fs.rm(path.join(this.opts.stateDir, "cni"), { recursive: true, force: true });
     for (const t of this.tables.values()) t.clear();
+    for (const t of this.switched.values()) {
+      t.clearPeers();
+      t.clearEndpoints();
+    }
     this.log.info({ devices: dels.length }, "dataplane cleaned up");
   }
 
@@ -376,7 +439,7 @@ export class Dataplane implements DataplanePort {
     let neigh = 0;
     let fdb = 0;
     let route = 0;
-    const tables = this.routedTables();
+    const tables = [...this.routedTables(), ...this.switchedTables()];
     for (const t of tables) {
       const c = t.counts();
       neigh += c.neigh;
@@ -423,7 +486,8 @@ export class Dataplane implements DataplanePort {
   private async applyRules(reason: ApplyReason): Promise<number> {
     void reason;
     await this.ensureBackend();
-    const want = renderRules(this.networks.filter((n) => n.mode === "routed"), this.backend!.randomFully);
+    // Rules work by CIDR: the same for routed and switched networks.
+    const want = renderRules(this.networks, this.backend!.randomFully);
     const saved = parseSave(await readOwnRules(this.run));
     if (rulesMatch(saved, want)) return 0;
     await this.run.iptablesRestore(restoreScript(want, saved));
@@ -432,17 +496,17 @@ export class Dataplane implements DataplanePort {
 
   /** Every network the node programs is attachable: its own conflist (the default's is 10-weft.conflist). */
   private async applyConflist(uplinkMtu: number): Promise<number> {
-    const routed = this.networks.filter((n) => n.mode === "routed");
-    const def = routed.find((n) => n.isDefault) ?? (routed.length === 1 ? routed[0] : undefined);
+    const nets = this.networks;
+    const def = nets.find((n) => n.isDefault) ?? (nets.length === 1 ? nets[0] : undefined);
     const want = new Map<string, object>();
-    for (const n of routed) {
-      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu) }, this.opts.stateDir));
+    for (const n of nets) {
+      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, mode: n.mode, cidr: n.cidr, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu) }, this.opts.stateDir));
     }
     return syncConflists(this.opts.cniConfDir, want);
   }
 
   private async disableOffload(): Promise<void> {
-    for (const n of this.networks.filter((x) => x.mode === "routed")) {
+    for (const n of this.networks) {
       if (!(await this.run.tryRun("ethtool", "-K", vxlanName(n.vni), "tx-checksum-ip-generic", "off")) && !this.offloadWarned) {
         this.offloadWarned = true;
         this.log.warn({ device: vxlanName(n.vni) }, "could not turn off tx checksum offload (is ethtool installed?); continuing with it on");

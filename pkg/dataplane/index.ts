@@ -3,12 +3,15 @@
 // state and the kernel's side by side and writes only what changed (Felix's
 // DeltaTracker shape). Knows nothing of gRPC or etcd.
 export { Dataplane, CommandError, type DataplaneOptions } from "./dataplane.js";
-export type { ApplyReason, ApplyReport, DataplanePort, NetworkDesired, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
+export type { ApplyReason, ApplyReport, DataplanePort, EndpointProblem, EndpointSpec, NetworkDesired, NetworkSpec, NodeDesired, NodeSpec, PeerProblem, PeerSpec } from "./types.js";
 export { PeerTable, validatePeer, emptyKernelPeers, type KernelPeers, type PeerPlan, type WantedPeer } from "./peers.js";
+export { SwitchedTable, validateEndpoint, emptyKernelSwitched, FLOOD_MAC, type EntryPlan, type KernelSwitched, type WantedEndpoint } from "./switched.js";
 export {
   planChanges,
   planDevices,
   planSize,
+  kernelSwitchedFor,
+  switchedTableFor,
   mergePlans,
   partialPeerCleanup,
   entryCounts,

@@ -6,6 +6,7 @@
 // so one more peer among 5000 costs three commands and a few map lookups.
 // Pure: no I/O.
 import { hostAddress, normalizeMac, parseCidr, parseIPv4 } from "../ip/index.js";
+import type { EntryPlan } from "./switched.js";
 import type { PeerProblem, PeerSpec } from "./types.js";
 
 /** A peer as the kernel carries it. */
@@ -54,7 +55,7 @@ export function emptyKernelPeers(): KernelPeers {
 }
 
 /** The commands for one device, in the three batches' order, and what the kernel holds once they succeed. */
-export interface PeerPlan {
+export interface PeerPlan extends EntryPlan {
   /** `ip` batch 1: stale routes out, new neighbours in. */
   routeDels: string[];
   neighSets: string[];
@@ -62,11 +63,6 @@ export interface PeerPlan {
   bridge: string[];
   /** `ip` batch 2: new routes in, stale neighbours out. */
   ip2: string[];
-  counts: { neigh: number; fdb: number; route: number };
-  /** Applies the plan's effect to the kernel model (after the batches succeeded). */
-  commit(): void;
-  /** Marks the planned keys pending again (after a failure). */
-  abandon(): void;
 }
 
 export class PeerTable {
@@ -197,7 +193,7 @@ export class PeerTable {
     this.dirtyNeigh = new Set();
     this.dirtyFdb = new Set();
     this.dirtyRoute = new Set();
-    const p: PeerPlan = { routeDels: [], neighSets: [], bridge: [], ip2: [], counts: { neigh: 0, fdb: 0, route: 0 }, commit: () => undefined, abandon: () => undefined };
+    const p: PeerPlan = { ip1: [], routeDels: [], neighSets: [], bridge: [], ip2: [], counts: { neigh: 0, fdb: 0, route: 0 }, commit: () => undefined, abandon: () => undefined };
     const neighAfter: [string, string | undefined][] = [];
     const fdbAfter: [string, string | undefined][] = [];
     const routeAfter: [string, string | undefined][] = [];
@@ -245,6 +241,7 @@ export class PeerTable {
     }
     // Stale FDB entries out before new ones in (one MAC moving between peers).
     p.bridge.push(...fdbAdds);
+    p.ip1 = [...p.routeDels, ...p.neighSets];
     p.ip2 = [...routeAdds, ...neighDels];
     p.commit = () => {
       for (const [key, v] of routeAfter) v === undefined ? k.routes.delete(key) : k.routes.set(key, v);

@@ -3,9 +3,14 @@
 // to that. Ordering rules (flannel's recipe): per peer neighbour, then FDB,
 // then route when adding; the reverse when removing. The three batches run in
 // sequence and stop at the first error, so a route is only written once its
-// neighbour and FDB entries exist.
-import { hostAddress, parseCidr } from "../ip/index.js";
-import { emptyKernelPeers, PeerTable, type KernelPeers, type PeerPlan } from "./peers.js";
+// neighbour and FDB entries exist. Switched networks: the VXLAN device is a
+// port of the bridge (learning off, neigh_suppress on), the bridge carries the
+// distributed gateway (the same address and MAC on every node), and per
+// remote endpoint FDB entries come before its neighbour (see switched.ts).
+import { gatewayAddress, switchedGatewayMac } from "../cni/index.js";
+import { containsAddress, hostAddress, parseCidr, parseIPv4 } from "../ip/index.js";
+import { emptyKernelPeers, PeerTable, type KernelPeers } from "./peers.js";
+import { emptyKernelSwitched, SwitchedTable, type EntryPlan, type KernelSwitched } from "./switched.js";
 import type { NetworkSpec, NodeDesired, NodeSpec } from "./types.js";
 
 export const VXLAN_PREFIX = "weft.";
@@ -31,6 +36,10 @@ export interface LinkState {
   mac: string;
   up: boolean;
   vxlan?: VxlanInfo;
+  /** The bridge this device is a port of, if any. */
+  master?: string;
+  /** Bridge port flags, when it is a port. */
+  port?: { learning: boolean; neighSuppress: boolean };
   /** IPv4 addresses as "a.b.c.d/len". */
   addrs: string[];
 }
@@ -38,10 +47,12 @@ export interface LinkState {
 /** The part of the kernel Weft owns: its devices and what hangs off the VXLAN devices. */
 export interface KernelState {
   links: Map<string, LinkState>;
-  /** device -> neighbour IP -> lladdr (permanent entries only). */
+  /** device (VXLAN devices and bridges) -> neighbour IP -> lladdr (permanent entries only). */
   neigh: Map<string, Map<string, string>>;
-  /** device -> MAC -> remote IPs. */
+  /** VXLAN device -> MAC -> remote IPs (the device's own FDB, `self`). */
   fdb: Map<string, Map<string, string[]>>;
+  /** VXLAN device -> MACs with a static bridge FDB entry on it as a port (`master static`). */
+  master: Map<string, Set<string>>;
   /** device -> destination CIDR -> gateway. */
   routes: Map<string, Map<string, string>>;
   /** MTU of every interface (the uplink's sets the overlay MTU). */
@@ -49,7 +60,7 @@ export interface KernelState {
 }
 
 export function emptyKernelState(): KernelState {
-  return { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map(), mtus: new Map() };
+  return { links: new Map(), neigh: new Map(), fdb: new Map(), master: new Map(), routes: new Map(), mtus: new Map() };
 }
 
 export type EntryKind = "device" | "address" | "neigh" | "fdb" | "route";
@@ -82,6 +93,8 @@ export interface DevicePlan {
   linkDels: string[];
   linkAdds: string[];
   linkSets: string[];
+  /** Bridge port settings (after every device exists and is enslaved). */
+  portSets: string[];
   addrCmds: string[];
   /** Devices created anew (nothing on them) or whose MAC changes (the kernel flushes their neighbours). */
   fresh: Set<string>;
@@ -94,11 +107,11 @@ export interface DevicePlan {
  * Weft devices removed. Only differences produce commands.
  */
 export function planDevices(node: NodeSpec, networks: NetworkSpec[], actual: KernelState, uplinkMtu: number): DevicePlan {
-  const d: DevicePlan = { linkDels: [], linkAdds: [], linkSets: [], addrCmds: [], fresh: new Set(), macChanges: new Set(), count: 0 };
+  const d: DevicePlan = { linkDels: [], linkAdds: [], linkSets: [], portSets: [], addrCmds: [], fresh: new Set(), macChanges: new Set(), count: 0 };
   const count = () => d.count++;
   const wantedLinks = new Set<string>();
   for (const net of networks) {
-    if (net.mode !== "routed") continue; // switched mode is not programmed by this dataplane yet
+    const switched = net.mode === "switched";
     const vx = vxlanName(net.vni);
     const br = bridgeName(net.vni);
     wantedLinks.add(vx).add(br);
@@ -129,28 +142,53 @@ export function planDevices(node: NodeSpec, networks: NetworkSpec[], actual: Ker
       d.macChanges.add(vx);
     }
     if (fresh || !vxLink!.up) set.push("up");
+    // Switched: a port of the bridge. Routed: never one (a network switched before, by hand).
+    if (switched && (fresh || vxLink!.master !== br)) set.push(`master ${br}`);
+    if (!switched && !fresh && vxLink!.master) set.push("nomaster");
     if (set.length > 0) {
       d.linkSets.push(`link set dev ${vx} ${set.join(" ")}`);
       if (!fresh) count();
     }
-    d.addrCmds.push(...addressChanges(vx, fresh ? [] : vxLink!.addrs, `${hostAddress(own, 0)}/32`, count));
+    if (switched) {
+      // The bridge never learns remote MACs from the underlay (static FDB entries say where they live) and answers ARP for them itself.
+      const port = fresh || vxLink!.master !== br ? undefined : vxLink!.port;
+      if (!port || port.learning || !port.neighSuppress) {
+        d.portSets.push(`link set dev ${vx} type bridge_slave learning off neigh_suppress on`);
+        if (!fresh) count();
+      }
+    }
+    // Routed: the VXLAN device holds the subnet's .0 (the peers' neighbour entries point at it). Switched: no address.
+    d.addrCmds.push(...addressChanges(vx, fresh ? [] : vxLink!.addrs, switched ? undefined : `${hostAddress(own, 0)}/32`, count));
 
-    // Bridge with the gateway address pods route through.
+    // Bridge with the gateway address pods route through. Switched: the
+    // distributed gateway, the same address and MAC on every node.
     let brLink = actual.links.get(br);
     if (brLink && brLink.kind !== "bridge") {
       d.linkDels.push(`link del dev ${br}`);
       count();
       brLink = undefined;
     }
+    const gwMac = switched ? switchedGatewayMac(net.vni) : undefined;
     if (!brLink) {
-      d.linkAdds.push(`link add ${br} type bridge`);
+      d.linkAdds.push(`link add ${br} ${gwMac ? `address ${gwMac} ` : ""}type bridge`);
       d.linkSets.push(`link set dev ${br} mtu ${mtu} up`);
+      d.fresh.add(br);
       count();
-    } else if (brLink.mtu !== mtu || !brLink.up) {
-      d.linkSets.push(`link set dev ${br} mtu ${mtu} up`);
-      count();
+    } else {
+      const brSet: string[] = [];
+      if (brLink.mtu !== mtu || !brLink.up) brSet.push(`mtu ${mtu}`, "up");
+      if (gwMac && brLink.mac !== gwMac) {
+        brSet.push(`address ${gwMac}`);
+        // As for a VXLAN device: the kernel flushes the bridge's neighbours on a MAC change.
+        d.macChanges.add(br);
+      }
+      if (brSet.length > 0) {
+        d.linkSets.push(`link set dev ${br} ${brSet.join(" ")}`);
+        count();
+      }
     }
-    d.addrCmds.push(...addressChanges(br, brLink?.addrs ?? [], `${hostAddress(own, 1)}/${own.prefix}`, count));
+    const gwCidr = switched ? `${gatewayAddress(net)}/${parseCidr(net.cidr).prefix}` : `${hostAddress(own, 1)}/${own.prefix}`;
+    d.addrCmds.push(...addressChanges(br, brLink?.addrs ?? [], gwCidr, count));
   }
   // Networks no longer wanted: their devices go, and everything on them with it.
   for (const name of actual.links.keys()) {
@@ -172,17 +210,42 @@ export function kernelPeersFor(dev: string, actual: KernelState, devices: Device
   };
 }
 
-/** Device and peer commands merged into the three batches, in flannel's order. */
-export function mergePlans(devices: DevicePlan | undefined, peers: PeerPlan[]): Plan {
+/**
+ * The entries a switched network's bridge and VXLAN port hold, as a plan
+ * starts from them: nothing on a fresh device, no neighbours after the
+ * bridge's MAC changed; of the bridge's permanent neighbours only those inside
+ * the network's CIDR (Weft writes no others; the rest are someone else's).
+ */
+export function kernelSwitchedFor(t: SwitchedTable, actual: KernelState, devices: DevicePlan): KernelSwitched {
+  const k = emptyKernelSwitched();
+  if (!devices.fresh.has(t.bridge) && !devices.macChanges.has(t.bridge)) {
+    for (const [ip, mac] of actual.neigh.get(t.bridge) ?? []) {
+      const n = parseIPv4(ip);
+      if (n !== undefined && containsAddress(t.cidr, n)) k.neigh.set(ip, mac);
+    }
+  }
+  if (!devices.fresh.has(t.dev)) {
+    for (const [mac, dsts] of actual.fdb.get(t.dev) ?? []) k.fdb.set(mac, [...dsts]);
+    for (const mac of actual.master.get(t.dev) ?? []) k.master.add(mac);
+  }
+  return k;
+}
+
+/** A switched network's table for `net`. */
+export function switchedTableFor(net: NetworkSpec): SwitchedTable {
+  return new SwitchedTable(vxlanName(net.vni), bridgeName(net.vni), parseCidr(net.cidr), gatewayAddress(net), net.flood);
+}
+
+/** Device and per-network entry commands merged into the three batches, in flannel's order. */
+export function mergePlans(devices: DevicePlan | undefined, entries: EntryPlan[]): Plan {
   const plan: Plan = { ip1: [], bridge: [], ip2: [], byKind: { device: 0, address: 0, neigh: 0, fdb: 0, route: 0 } };
   if (devices) {
-    plan.ip1.push(...devices.linkDels, ...devices.linkAdds, ...devices.linkSets, ...devices.addrCmds);
+    plan.ip1.push(...devices.linkDels, ...devices.linkAdds, ...devices.linkSets, ...devices.portSets, ...devices.addrCmds);
     plan.byKind.device = devices.count - devices.addrCmds.length;
     plan.byKind.address = devices.addrCmds.length;
   }
-  for (const p of peers) plan.ip1.push(...p.routeDels);
-  for (const p of peers) plan.ip1.push(...p.neighSets);
-  for (const p of peers) {
+  for (const p of entries) plan.ip1.push(...p.ip1);
+  for (const p of entries) {
     plan.bridge.push(...p.bridge);
     plan.ip2.push(...p.ip2);
     plan.byKind.neigh += p.counts.neigh;
@@ -199,9 +262,17 @@ export function mergePlans(devices: DevicePlan | undefined, peers: PeerPlan[]): 
  */
 export function planChanges(desired: NodeDesired, actual: KernelState, uplinkMtu: number): Plan {
   const devices = planDevices(desired, desired.networks, actual, uplinkMtu);
-  const peers: PeerPlan[] = [];
+  const peers: EntryPlan[] = [];
   for (const net of desired.networks) {
-    if (net.mode !== "routed") continue;
+    if (net.mode === "switched") {
+      const t = switchedTableFor(net);
+      t.kernel = kernelSwitchedFor(t, actual, devices);
+      for (const p of net.peers) t.setPeer(p);
+      for (const e of net.endpoints ?? []) t.setEndpoint(e);
+      t.markAllDirty();
+      peers.push(t.plan());
+      continue;
+    }
     const table = new PeerTable(vxlanName(net.vni));
     table.kernel = kernelPeersFor(table.dev, actual, devices);
     for (const p of net.peers) table.set(p);
@@ -211,7 +282,8 @@ export function planChanges(desired: NodeDesired, actual: KernelState, uplinkMtu
   return mergePlans(devices, peers);
 }
 
-function addressChanges(dev: string, have: string[], want: string, counted: () => void): string[] {
+/** Commands that leave `dev` with exactly `want` (no IPv4 address when undefined). */
+function addressChanges(dev: string, have: string[], want: string | undefined, counted: () => void): string[] {
   const out: string[] = [];
   for (const a of have) {
     if (a !== want) {
@@ -219,7 +291,7 @@ function addressChanges(dev: string, have: string[], want: string, counted: () =
       counted();
     }
   }
-  if (!have.includes(want)) {
+  if (want !== undefined && !have.includes(want)) {
     out.push(`addr add ${want} dev ${dev}`);
     counted();
   }
@@ -246,6 +318,7 @@ export function entryCounts(actual: KernelState): Record<"device" | "neigh" | "f
   let route = 0;
   for (const m of actual.neigh.values()) neigh += m.size;
   for (const m of actual.fdb.values()) for (const d of m.values()) fdb += d.length;
+  for (const m of actual.master.values()) fdb += m.size;
   for (const m of actual.routes.values()) route += m.size;
   return { device: [...actual.links.keys()].filter(isWeftLink).length, neigh, fdb, route };
 }

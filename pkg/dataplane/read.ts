@@ -1,5 +1,5 @@
 // Reading back what the kernel holds for Weft, as JSON.
-import { isWeftLink, VXLAN_PREFIX, type KernelState, type LinkState } from "./plan.js";
+import { BRIDGE_PREFIX, isWeftLink, VXLAN_PREFIX, type KernelState, type LinkState } from "./plan.js";
 import type { Runner } from "./exec.js";
 
 interface IpLink {
@@ -7,7 +7,13 @@ interface IpLink {
   mtu: number;
   address?: string;
   flags?: string[];
-  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean } };
+  master?: string;
+  linkinfo?: {
+    info_kind?: string;
+    info_data?: { id?: number; local?: string; link?: string; port?: number; learning?: boolean };
+    info_slave_kind?: string;
+    info_slave_data?: { learning?: boolean; neigh_suppress?: boolean };
+  };
 }
 interface IpAddr {
   ifname: string;
@@ -24,6 +30,9 @@ interface BridgeFdb {
   ifname?: string;
   dev?: string;
   dst?: string;
+  /** Set on the bridge's entries for this port (`master`). */
+  master?: string;
+  state?: string;
 }
 interface IpRoute {
   dst: string;
@@ -44,8 +53,10 @@ export async function readKernel(run: Runner, uplink: string): Promise<KernelSta
   });
   const links = [...(vxlans ?? []), ...(bridges ?? []), ...(uplinks ?? [])];
   const devs = (vxlans ?? []).map((l) => l.ifname).filter((n) => n.startsWith(VXLAN_PREFIX));
+  // Bridges carry switched networks' endpoint neighbours.
+  const brs = (bridges ?? []).map((l) => l.ifname).filter((n) => n.startsWith(BRIDGE_PREFIX));
   const [perDev, fdbs] = await Promise.all([
-    run.jsonBatch<unknown>("ip", [], devs.flatMap((d) => [`neigh show dev ${d} nud permanent`, `route show dev ${d}`])),
+    run.jsonBatch<unknown>("ip", [], [...devs.flatMap((d) => [`neigh show dev ${d} nud permanent`, `route show dev ${d}`]), ...brs.map((b) => `neigh show dev ${b} nud permanent`)]),
     run.jsonBatch<BridgeFdb>("bridge", [], devs.map((d) => `fdb show dev ${d}`)),
   ]);
   const neighs: IpNeigh[] = [];
@@ -55,13 +66,16 @@ export async function readKernel(run: Runner, uplink: string): Promise<KernelSta
     for (const n of (perDev[2 * i] ?? []) as IpNeigh[]) neighs.push({ ...n, dev });
     for (const r of (perDev[2 * i + 1] ?? []) as IpRoute[]) routes.push({ ...r, dev });
   });
+  brs.forEach((dev, i) => {
+    for (const n of (perDev[2 * devs.length + i] ?? []) as IpNeigh[]) neighs.push({ ...n, dev });
+  });
   const fdbFlat = devs.flatMap((dev, i) => (fdbs[i] ?? []).map((f) => ({ ...f, ifname: f.ifname ?? dev })));
   return parseKernel(links, links, neighs, fdbFlat, routes);
 }
 
 /** Pure: the JSON of `ip`/`bridge` to a KernelState of Weft's objects only. */
 export function parseKernel(links: IpLink[], addrs: IpAddr[], neighs: IpNeigh[], fdbs: BridgeFdb[], routes: IpRoute[]): KernelState {
-  const state: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), routes: new Map(), mtus: new Map(links.map((l) => [l.ifname, l.mtu])) };
+  const state: KernelState = { links: new Map(), neigh: new Map(), fdb: new Map(), master: new Map(), routes: new Map(), mtus: new Map(links.map((l) => [l.ifname, l.mtu])) };
   const addrsOf = new Map(addrs.map((a) => [a.ifname, (a.addr_info ?? []).filter((i) => i.family === "inet").map((i) => `${i.local}/${i.prefixlen}`)]));
   for (const l of links) {
     if (!isWeftLink(l.ifname)) continue;
@@ -76,18 +90,30 @@ export function parseKernel(links: IpLink[], addrs: IpAddr[], neighs: IpNeigh[],
       addrs: addrsOf.get(l.ifname) ?? [],
     };
     if (kind === "vxlan" && info) link.vxlan = { id: info.id ?? 0, local: info.local ?? "", link: info.link ?? "", port: info.port ?? 0, learning: info.learning ?? true };
+    if (l.master) link.master = l.master;
+    const port = l.linkinfo?.info_slave_kind === "bridge" ? l.linkinfo.info_slave_data : undefined;
+    if (port) link.port = { learning: port.learning ?? true, neighSuppress: port.neigh_suppress ?? false };
     state.links.set(l.ifname, link);
   }
   const ours = (dev: string | undefined): dev is string => !!dev && dev.startsWith(VXLAN_PREFIX) && state.links.has(dev);
+  const ourBridge = (dev: string | undefined): dev is string => !!dev && dev.startsWith(BRIDGE_PREFIX) && state.links.has(dev);
   for (const n of neighs) {
-    if (!ours(n.dev) || !n.lladdr) continue;
+    if (!(ours(n.dev) || ourBridge(n.dev)) || !n.lladdr) continue;
     let m = state.neigh.get(n.dev);
     if (!m) state.neigh.set(n.dev, (m = new Map()));
     m.set(n.dst, n.lladdr.toLowerCase());
   }
   for (const f of fdbs) {
     const dev = f.ifname ?? f.dev;
-    if (!ours(dev) || !f.dst) continue;
+    if (!ours(dev)) continue;
+    // The bridge's static entries for this port are Weft's (the port never learns); its permanent one is the port's own MAC.
+    if (f.master && !f.dst && f.state === "static") {
+      let m = state.master.get(dev);
+      if (!m) state.master.set(dev, (m = new Set()));
+      m.add(f.mac.toLowerCase());
+      continue;
+    }
+    if (!f.dst) continue;
     let m = state.fdb.get(dev);
     if (!m) state.fdb.set(dev, (m = new Map()));
     const mac = f.mac.toLowerCase();

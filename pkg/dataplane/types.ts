@@ -11,6 +11,19 @@ export interface PeerSpec {
   subnet: string;
 }
 
+/**
+ * One pod interface on another node of a switched network (endpoints of this
+ * node are never handed over: the bridge learns them on their veth ports).
+ */
+export interface EndpointSpec {
+  /** endpointKey: `<node>/<containerId>/<ifName>`. */
+  key: string;
+  nodeName: string;
+  /** IPv4 addresses inside the network's CIDR, without prefix length. */
+  ips: string[];
+  mac: string;
+}
+
 /** A network as the node programs it, without its peers (they arrive one by one). */
 export interface NetworkSpec {
   name: string;
@@ -37,6 +50,8 @@ export interface NetworkSpec {
 export interface NetworkDesired extends NetworkSpec {
   /** Remote nodes (never this node). */
   peers: PeerSpec[];
+  /** switched only: remote endpoints; absent leaves the endpoints as they are. */
+  endpoints?: EndpointSpec[];
 }
 
 export interface NodeDesired {
@@ -65,6 +80,9 @@ export type ApplyReason = "update" | "resync";
 /** Why a peer is not programmed (invalid, or colliding with another peer), or undefined when it is. */
 export type PeerProblem = string | undefined;
 
+/** Why an endpoint is not programmed (malformed, outside the network), or undefined when it is (or waits for its node to become a peer). */
+export type EndpointProblem = string | undefined;
+
 /** What the agent drives. Setters are synchronous and cheap; `flush` does the kernel work. */
 export interface DataplanePort {
   /** Replaces the node and network specs; peers of networks that are gone are forgotten. */
@@ -74,6 +92,15 @@ export interface DataplanePort {
   removePeer(network: string, nodeName: string): void;
   /** Forgets every peer of `network` (a snapshot replaces them). */
   clearPeers(network: string): void;
+  /**
+   * Adds or replaces one remote endpoint of a switched network (ignored for a
+   * routed one); it is programmed once its node is a peer. Returns why it
+   * cannot be programmed, if so.
+   */
+  setEndpoint(network: string, endpoint: EndpointSpec): EndpointProblem;
+  removeEndpoint(network: string, key: string): void;
+  /** Forgets every endpoint of `network`. */
+  clearEndpoints(network: string): void;
   /** True when something is waiting to be written. */
   readonly dirty: boolean;
   /** Writes the pending changes (or, for a resync or after a failure, reads the kernel and repairs everything). */

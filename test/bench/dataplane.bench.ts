@@ -1,13 +1,11 @@
 // Dataplane benchmark: programming N peers from empty on the real kernel (in a
 // fresh namespace), and one added peer on top of 5000, against the floor: the
 // same entries written by one raw `ip -batch` + `bridge -batch` call.
-import crypto from "node:crypto";
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { execa } from "execa";
 import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
+import { applyFromEmpty, fromEmptyRows, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 77;
@@ -26,34 +24,7 @@ function desired(n: number): NodeDesired {
   };
 }
 
-async function withNamespace<T>(fn: (ns: string, dir: string) => Promise<T>): Promise<T> {
-  const ns = `weft-bench-${crypto.randomBytes(3).toString("hex")}`;
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-bench-"));
-  await execa("ip", ["netns", "add", ns]);
-  try {
-    await execa("ip", ["-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
-    await execa("ip", ["-n", ns, "addr", "add", "192.168.99.1/24", "dev", "eth0"]);
-    await execa("ip", ["-n", ns, "link", "set", "eth0", "up"]);
-    await execa("ip", ["-n", ns, "link", "set", "eth0p", "up"]);
-    return await fn(ns, dir);
-  } finally {
-    await execa("ip", ["netns", "del", ns], { reject: false });
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
 
-/** Weft from empty: device, bridge, every peer, rules and conflist. */
-async function weftFromEmpty(n: number): Promise<number> {
-  return withNamespace(async (ns, dir) => {
-    const dp = new Dataplane({ log: silentLogger(), netns: ns, cniConfDir: dir, stateDir: dir });
-    const t0 = performance.now();
-    const report = await dp.apply(desired(n));
-    const ms = performance.now() - t0;
-    dp.close();
-    if (report.changes < 3 * n) throw new Error(`only ${report.changes} changes for ${n} peers`);
-    return ms;
-  });
-}
 
 /** The floor: the same device and per-peer entries in one raw ip batch and one bridge batch. */
 async function rawFloor(n: number): Promise<number> {
@@ -97,21 +68,7 @@ async function addOne(n: number, samples: number): Promise<number[]> {
 }
 
 export async function run(): Promise<void> {
-  const rows: (string | number)[][] = [];
-  for (const n of [100, 1000, 5000]) {
-    const weft: number[] = [];
-    const floor: number[] = [];
-    const reps = n >= 5000 ? 3 : 5;
-    for (let i = 0; i < reps; i++) {
-      weft.push(await weftFromEmpty(n));
-      floor.push(await rawFloor(n));
-    }
-    weft.sort((a, b) => a - b);
-    floor.sort((a, b) => a - b);
-    const w = percentile(weft, 50);
-    const f = percentile(floor, 50);
-    rows.push([`${n} peers from empty`, reps, w, f, (w / f).toFixed(2)]);
-  }
+  const rows = await fromEmptyRows([100, 1000, 5000], (n) => `${n} peers from empty`, (n) => applyFromEmpty(desired(n), 3 * n), rawFloor);
   const one = (await addOne(5000, 10)).sort((a, b) => a - b);
   rows.push(["1 peer added on top of 5000", one.length, percentile(one, 50), "-", "-"]);
   publish({

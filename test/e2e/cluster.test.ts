@@ -7,7 +7,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { CONFLIST_NAME } from "../../pkg/cni/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
-import { json, metricValue, useCluster } from "../harness/cluster.js";
+import { json, metricValue, pingAcrossAgentRestarts, useCluster } from "../harness/cluster.js";
 
 const VNI = 42;
 const DEV = `weft.${VNI}`;
@@ -72,15 +72,7 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
     const [h1, h2] = c.hosts;
     const from = c.pods.find((p) => p.host === h1)!;
     const to = c.pods.find((p) => p.host === h2)!;
-    const ping = c.cluster.startPing(from.netns, to.ip, 0.02);
-    await new Promise((r) => setTimeout(r, 300));
-    for (const h of [h1, h2]) {
-      await h.agent!.stop(h === h1 ? "SIGTERM" : "SIGKILL");
-      h.agent!.start();
-      await c.cluster.waitAgent(h);
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    const result = await ping.stop();
+    const result = await pingAcrossAgentRestarts(c.cluster, from, to, [h1, h2]);
     assert.ok(result.sent > 20, `only ${result.sent} packets sent`);
     assert.equal(result.loss, 0, `lost ${result.loss} of ${result.sent}`);
   });

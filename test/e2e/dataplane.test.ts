@@ -14,7 +14,7 @@ import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/
 import { silentLogger } from "../../pkg/log/index.js";
 import { newRegistry, type Registry } from "../../pkg/metrics/index.js";
 import { cniBinDir } from "../harness/cli.js";
-import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
+import { deleteNamespacesWithPrefix, Netns, switchedHosts, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4242;
 const DEV = `weft.${VNI}`;
@@ -85,16 +85,11 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
   }
 
   before(async function () {
-    sw = await Netns.create(`${prefix}-sw`);
-    await sw.ip("link", "add", "br0", "type", "bridge");
-    await sw.ip("link", "set", "br0", "up");
+    const underlay = await switchedHosts(prefix, [1, 2, 3].map((i) => `192.168.77.${10 + i}`));
+    sw = underlay.sw;
     for (const i of [1, 2, 3]) {
-      const ns = await Netns.create(`${prefix}-h${i}`);
-      await sw.ip("link", "add", `h${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns.name);
-      await sw.ip("link", "set", `h${i}`, "master", "br0", "up");
+      const ns = underlay.hosts[i - 1];
       const ip = `192.168.77.${10 + i}`;
-      await ns.ip("addr", "add", `${ip}/24`, "dev", "eth0");
-      await ns.ip("link", "set", "eth0", "up");
       const dir = path.join(tmp, `h${i}`);
       const registry = newRegistry(false);
       const dp = new Dataplane({ log: silentLogger(), registry, netns: ns.name, cniConfDir: path.join(dir, "net.d"), stateDir: path.join(dir, "state") });

@@ -1,13 +1,15 @@
 // Published ports (hostPort, `-p 8080:80`): a pod attached through the
 // conflist the agent writes, with a portMappings runtime config, answers on
 // its host's address from another host; removing the pod removes the mapping.
+// In a routed network (the node's subnet) and in a switched one (the whole
+// CIDR as one L2 subnet, the node's lease as range, the distributed gateway).
 // Real kernel, real CNI plugins; namespaces weft-pp-<random>-….
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
-import { buildConflist, cniAdd, cniDel, type CniInvocation } from "../../pkg/cni/index.js";
+import { buildConflist, cniAdd, cniDel, type CniInvocation, type CniNetwork } from "../../pkg/cni/index.js";
 import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { cniBinDir } from "../harness/cli.js";
 import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
@@ -15,7 +17,12 @@ import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness
 const HOST_IP = "10.98.0.1";
 const CLIENT_IP = "10.98.0.2";
 
-describe("e2e: published ports through the agent's conflist (portmap)", function () {
+const NETWORKS: CniNetwork[] = [
+  { name: "pods", vni: 77, subnet: "10.97.3.0/24", mtu: 1450 },
+  { name: "l2", vni: 78, mode: "switched", cidr: "10.96.0.0/16", subnet: "10.96.3.0/24", mtu: 1450 },
+];
+
+for (const net of NETWORKS) describe(`e2e: published ports through the agent's conflist (portmap), ${net.mode ?? "routed"} network`, function () {
   this.timeout(60_000);
   const prefix = uniqueNetnsPrefix("pp");
   let dir: string;
@@ -43,7 +50,7 @@ describe("e2e: published ports through the agent's conflist (portmap)", function
     await host.ip("link", "set", "eth0", "up");
     await client.ip("link", "set", "eth0", "up");
     const conflistPath = path.join(dir, "10-weft.conflist");
-    fs.writeFileSync(conflistPath, JSON.stringify(buildConflist({ name: "pods", vni: 77, subnet: "10.97.3.0/24", mtu: 1450 }, dir)));
+    fs.writeFileSync(conflistPath, JSON.stringify(buildConflist(net, dir)));
     endpoints = new EndpointServer({ stateDir: dir });
     await endpoints.start();
     inv = { conflistPath, netnsPath: pod.path, containerId: "pp-web", hostNetns: host.name, binDir: cniBinDir(path.join(dir, "bin")), portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "tcp" }] };
@@ -58,6 +65,7 @@ describe("e2e: published ports through the agent's conflist (portmap)", function
 
   it("<host IP>:8080 from another host reaches the pod's port 80", async () => {
     const res = await cniAdd(inv);
+    assert.ok(res.ip.startsWith(net.subnet.replace(/0\/24$/, "")), `pod address ${res.ip} from ${net.subnet}`);
     server = execa("ip", ["netns", "exec", pod.name, process.execPath, "-e", `require("http").createServer((q, s) => s.end("pod " + ${JSON.stringify(res.ip)})).listen(80, "0.0.0.0")`], { reject: false });
     // Wait for the pod's server, asking from its host (the client has no route to pods: the published port is its way in).
     for (let i = 0; i < 50; i++) {

@@ -89,3 +89,16 @@ export async function json<T>(cluster: Cluster, netns: string, cmd: "ip" | "brid
   const res = await cluster.execIn(netns, [cmd, "-json", ...args]);
   return res.stdout.trim() ? (JSON.parse(res.stdout) as T[]) : [];
 }
+
+/** A 50 pps ping from `from` to `to` while each host's agent restarts in turn (SIGTERM for the first, SIGKILL for the rest); counts every packet. */
+export async function pingAcrossAgentRestarts(cluster: Cluster, from: Pod, to: Pod, hosts: Host[]): Promise<{ sent: number; received: number; loss: number }> {
+  const ping = cluster.startPing(from.netns, to.ip, 0.02);
+  await new Promise((r) => setTimeout(r, 300));
+  for (const [i, h] of hosts.entries()) {
+    await h.agent!.stop(i === 0 ? "SIGTERM" : "SIGKILL");
+    h.agent!.start();
+    await cluster.waitAgent(h);
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  return ping.stop();
+}

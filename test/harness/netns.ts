@@ -77,3 +77,25 @@ export async function deleteNamespacesWithPrefix(prefix: string): Promise<void> 
   if (!prefix.startsWith("weft-")) throw new Error(`refusing to delete namespaces outside weft-…: ${prefix}`);
   for (const n of await namespacesWithPrefix(prefix)) await deleteNetns(n);
 }
+
+/**
+ * An underlay for tests: a switch namespace `<prefix>-sw` with bridge br0,
+ * and one host namespace `<prefix>-h<i>` per address, its eth0 (address/24)
+ * a port `h<i>` of that bridge.
+ */
+export async function switchedHosts(prefix: string, addresses: string[]): Promise<{ sw: Netns; hosts: Netns[] }> {
+  const sw = await Netns.create(`${prefix}-sw`);
+  await sw.ip("link", "add", "br0", "type", "bridge");
+  await sw.ip("link", "set", "br0", "up");
+  const hosts: Netns[] = [];
+  for (const [n, ip] of addresses.entries()) {
+    const i = n + 1;
+    const ns = await Netns.create(`${prefix}-h${i}`);
+    await sw.ip("link", "add", `h${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns.name);
+    await sw.ip("link", "set", `h${i}`, "master", "br0", "up");
+    await ns.ip("addr", "add", `${ip}/24`, "dev", "eth0");
+    await ns.ip("link", "set", "eth0", "up");
+    hosts.push(ns);
+  }
+  return { sw, hosts };
+}

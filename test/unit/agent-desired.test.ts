@@ -119,3 +119,34 @@ describe("agent: config model (in place, with what changed)", () => {
     assert.deepEqual(changed(m), { networks: true, peers: { blue: ["node-b", "node-c"] } });
   });
 });
+
+describe("agent: config model endpoints (tracked like peers)", () => {
+  const ep = (node: string, id: string, ip: string, mac = "02:00:00:00:00:aa") => ({ id, nodeName: node, network: "l2", name: "", aliases: [], ips: [ip], mac });
+  const l2 = (extra: Partial<NetworkConfig> = {}) => net("l2", { mode: "switched", ...extra });
+  const upd = (network: string, endpoint: ReturnType<typeof ep>, removed = false) => ({ network, endpoint, removed });
+  const changedEndpoints = (m: ConfigModel) => Object.fromEntries([...m.takeChanges().endpoints].map(([n, s]) => [n, [...s].sort()]));
+
+  it("a delta marks exactly the endpoints it touches; an identical update marks nothing; removal is marked", () => {
+    const m = new ConfigModel();
+    m.apply({ revision: 1, snapshot: true, networks: [l2()], removedNetworks: [], peerUpdates: [], endpointUpdates: [upd("l2", ep("node-b", "c1/eth0", "10.244.2.5"))] });
+    assert.deepEqual(changedEndpoints(m), { l2: ["node-b/c1/eth0"] });
+    m.apply({ revision: 2, snapshot: false, networks: [], removedNetworks: [], peerUpdates: [], endpointUpdates: [
+      upd("l2", ep("node-b", "c1/eth0", "10.244.2.5")),
+      upd("l2", ep("node-c", "c2/eth0", "10.244.3.5", "02:00:00:00:00:bb")),
+      upd("nowhere", ep("node-x", "c9/eth0", "10.9.9.9")),
+    ] });
+    assert.deepEqual(changedEndpoints(m), { l2: ["node-c/c2/eth0"] });
+    m.apply({ revision: 3, snapshot: false, networks: [l2()], removedNetworks: [], peerUpdates: [], endpointUpdates: [upd("l2", ep("node-b", "c1/eth0", ""), true)] });
+    assert.deepEqual(changedEndpoints(m), { l2: ["node-b/c1/eth0"] });
+    assert.deepEqual([...m.config.networks.get("l2")!.endpoints.keys()], ["node-c/c2/eth0"], "a NetworkConfig in a delta keeps the network's endpoints");
+  });
+
+  it("a snapshot replaces a network's endpoints: only what differs is marked", () => {
+    const m = new ConfigModel();
+    m.apply({ revision: 1, snapshot: true, networks: [l2()], removedNetworks: [], peerUpdates: [], endpointUpdates: [upd("l2", ep("node-b", "c1/eth0", "10.244.2.5")), upd("l2", ep("node-c", "c2/eth0", "10.244.3.5", "02:00:00:00:00:bb"))] });
+    m.takeChanges();
+    m.apply({ revision: 9, snapshot: true, networks: [l2()], removedNetworks: [], peerUpdates: [], endpointUpdates: [upd("l2", ep("node-b", "c1/eth0", "10.244.2.5")), upd("l2", ep("node-d", "c4/eth0", "10.244.4.5", "02:00:00:00:00:dd"))] });
+    assert.deepEqual(changedEndpoints(m), { l2: ["node-c/c2/eth0", "node-d/c4/eth0"] });
+    assert.deepEqual([...m.config.networks.get("l2")!.endpoints.keys()].sort(), ["node-b/c1/eth0", "node-d/c4/eth0"]);
+  });
+});

@@ -76,3 +76,42 @@ describe("agent: persisted state", () => {
     });
   }
 });
+
+describe("agent: persisted endpoints (a switched network's entries survive a restart without the controller)", () => {
+  let dir: string;
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-agent-state-ep-"))));
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const ep = (node: string, id: string, ip: string) => ({ id, nodeName: node, network: "l2", name: `pod-${id}`, aliases: [], ips: [ip], mac: `02:00:00:00:0${node.length}:${ip.split(".")[3].padStart(2, "0")}` });
+  const l2 = (): NetworkConfig => ({ ...net("l2", 1), mode: "switched" });
+
+  it("keeps every endpoint through the state file and through the journal", async () => {
+    const config = applyConfigUpdate(emptyDesired(), {
+      revision: 5, snapshot: true, networks: [l2()], removedNetworks: [], peerUpdates: [],
+      endpointUpdates: [{ network: "l2", endpoint: ep("n0", "c1/eth0", "10.244.2.5"), removed: false }, { network: "l2", endpoint: ep("me", "c2/eth0", "10.244.1.5"), removed: false }],
+    });
+    const state = stateFromConfig(config, {}, {});
+    assert.equal(state.endpoints.l2.length, 2);
+    await saveState(dir, state);
+    assert.deepEqual(await loadState(dir), state);
+    const back = configFromState((await loadState(dir))!);
+    assert.deepEqual([...back.networks.get("l2")!.endpoints.keys()].sort(), ["me/c2/eth0", "n0/c1/eth0"]);
+    // The journal's deltas (an endpoint removed, one added) replay on top of the file.
+    fs.writeFileSync(path.join(dir, "agent-state.journal"), JSON.stringify({ revision: 6, snapshot: false, endpointUpdates: [
+      { network: "l2", endpoint: { id: "c1/eth0", nodeName: "n0" }, removed: true },
+      { network: "l2", endpoint: ep("n0", "c3/eth0", "10.244.2.6") },
+    ] }) + "\n");
+    const replayed = configFromState((await loadState(dir))!);
+    assert.deepEqual([...replayed.networks.get("l2")!.endpoints.keys()].sort(), ["me/c2/eth0", "n0/c3/eth0"]);
+    assert.equal(replayed.revision, 6);
+  });
+
+  it("a file written before endpoints were kept loads with none; a malformed endpoints field is rejected, naming it", () => {
+    const text = serializeState(stateFromConfig(applyConfigUpdate(emptyDesired(), { revision: 1, snapshot: true, networks: [l2()], removedNetworks: [], peerUpdates: [], endpointUpdates: [] }), {}, {}));
+    const o = JSON.parse(text);
+    delete o.endpoints;
+    assert.deepEqual(parseState(JSON.stringify(o)).endpoints, {});
+    assert.throws(() => parseState(JSON.stringify({ ...o, endpoints: [] })), /endpoints: not an object/);
+    assert.throws(() => parseState(JSON.stringify({ ...o, endpoints: { l2: {} } })), /endpoints\.l2: not an array/);
+  });
+});

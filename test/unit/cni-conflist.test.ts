@@ -77,3 +77,26 @@ describe("conflists per network", () => {
     }
   });
 });
+
+describe("conflist IPAM for switched networks", () => {
+  const sw = { name: "l2", vni: 9, mode: "switched" as const, cidr: "10.50.0.0/16", mtu: 1450 };
+  const ipam = (subnet: string) => (buildConflist({ ...sw, subnet }, "/s") as { plugins: { ipam: { ranges: unknown[][]; routes: unknown[] } }[] }).plugins[0].ipam;
+
+  it("the CIDR as subnet, the lease without network and broadcast as range, the distributed gateway, default route via it", () => {
+    assert.deepEqual(ipam("10.50.7.0/24").ranges, [[{ subnet: "10.50.0.0/16", rangeStart: "10.50.7.1", rangeEnd: "10.50.7.254", gateway: "10.50.0.1" }]]);
+    assert.deepEqual(ipam("10.50.7.0/24").routes, [{ dst: "0.0.0.0/0", gw: "10.50.0.1" }]);
+  });
+
+  it("never hands out the gateway: the lease holding it starts after it", () => {
+    assert.deepEqual(ipam("10.50.0.0/24").ranges[0][0], { subnet: "10.50.0.0/16", rangeStart: "10.50.0.2", rangeEnd: "10.50.0.254", gateway: "10.50.0.1" });
+  });
+
+  it("rejects a lease with no address left, and a switched network without its cidr, naming them", () => {
+    assert.throws(() => ipam("10.50.0.0/31"), /lease 10\.50\.0\.0\/31 leaves no pod addresses/);
+    assert.throws(() => buildConflist({ ...sw, cidr: undefined, subnet: "10.50.7.0/24" }, "/s"), /needs its cidr/);
+  });
+
+  it("routed conflists route the network's CIDR through their own interface too (pods in several networks)", () => {
+    assert.deepEqual((buildConflist(net, "/s") as { plugins: { ipam: { routes: unknown } }[] }).plugins[0].ipam.routes, [{ dst: "0.0.0.0/0" }, { dst: "10.244.0.0/16" }]);
+  });
+});
