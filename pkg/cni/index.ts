@@ -49,6 +49,18 @@ export function switchedGatewayMac(vni: number): string {
   return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
+/** What a pod's resolv.conf should say on a network with dns (the CNI result's `dns`). */
+export interface CniDns {
+  nameservers: string[];
+  search: string[];
+}
+
+/** The node's resolver for `net` (its gateway) and the search path `<network>.<domain>`, `<domain>`. */
+export function cniDns(net: { name: string; mode: "routed" | "switched"; cidr: string; subnet: string }, domain: string): CniDns {
+  const d = domain.replace(/\.$/, "");
+  return { nameservers: [gatewayAddress(net)], search: [`${net.name}.${d}`, d] };
+}
+
 export const CNI_VERSION = "1.0.0";
 export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
 
@@ -59,6 +71,8 @@ export interface CniNetwork {
   subnet: string;
   /** Effective overlay MTU (pods' interfaces get it). */
   mtu: number;
+  /** Set when the agent serves DNS on this network: the weft plugin puts it into the pod's CNI result. */
+  resolver?: CniDns;
 }
 
 export function buildConflist(net: CniNetwork, stateDir: string): Record<string, unknown> {

@@ -7,7 +7,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { buildConflist, conflistName, syncConflists } from "../cni/index.js";
+import { buildConflist, cniDns, conflistName, syncConflists } from "../cni/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
@@ -38,6 +38,8 @@ export interface DataplaneOptions {
   iptablesBackend?: IptablesBackendChoice;
   /** Timeout of every kernel command (default 10 s). */
   commandTimeoutMs?: number;
+  /** The agent's --dns-domain: the search path conflists of dns networks hand to pods (absent: conflists carry no dns). */
+  dnsDomain?: string;
 }
 
 interface Metrics {
@@ -436,7 +438,7 @@ export class Dataplane implements DataplanePort {
     const def = routed.find((n) => n.isDefault) ?? (routed.length === 1 ? routed[0] : undefined);
     const want = new Map<string, object>();
     for (const n of routed) {
-      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu) }, this.opts.stateDir));
+      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu), ...(n.dns && this.opts.dnsDomain ? { resolver: cniDns(n, this.opts.dnsDomain) } : {}) }, this.opts.stateDir));
     }
     return syncConflists(this.opts.cniConfDir, want);
   }
