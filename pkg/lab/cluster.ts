@@ -333,14 +333,16 @@ export class Cluster {
         const ifName = `eth${i}`;
         const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, args, ...(i === 0 && opts.portMappings ? { portMappings: opts.portMappings } : {}) });
         const network = c.network || String((JSON.parse(fs.readFileSync(c.file, "utf8")) as { name: string }).name).replace(/^weft-/, "");
-        attachments.push({ network, ifName, ip: res.ip, conflist: c.file, dns: res.raw.dns as CniDns | undefined });
+        // bridge passes an empty `dns: {}` on; only a resolver with nameservers counts.
+        const dns = res.raw.dns as Partial<CniDns> | undefined;
+        attachments.push({ network, ifName, ip: res.ip, conflist: c.file, ...(dns?.nameservers?.length ? { dns: { nameservers: dns.nameservers, search: dns.search ?? [] } } : {}) });
       }
     } catch (err) {
       for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, args }).catch(() => undefined);
       await sh("ip", ["netns", "del", name], { reject: false });
       throw err;
     }
-    const dns = attachments.find((a) => a.dns?.nameservers?.length)?.dns;
+    const dns = attachments.find((a) => a.dns)?.dns;
     if (dns) {
       fs.mkdirSync(path.join(NETNS_ETC, name), { recursive: true });
       fs.writeFileSync(path.join(NETNS_ETC, name, "resolv.conf"), resolvConfText(dns));
