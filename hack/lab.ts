@@ -89,7 +89,7 @@ async function up(o: { nodes: number; pods: number; cidr: string; vni: number })
   await Promise.all(hosts.map((h) => cluster!.waitAgent(h, 60_000)));
   done(hosts.map((h) => h.name).join(", "));
 
-  step(`${o.pods} pods per host on "lab" (the first publishes ${PUBLISHED.hostPort}->${PUBLISHED.containerPort}), one more on "lab" and "${SECOND.name}" at once, attached by the CNI plugins in /usr/lib/cni through the agents' conflists`);
+  step(`${o.pods} pods per host on "lab" (the first publishes ${PUBLISHED.hostPort}->${PUBLISHED.containerPort}), one more on "lab" and "${SECOND.name}" at once, attached by the CNI plugins in /usr/lib/cni and Weft's weft plugin through the agents' conflists`);
   await waitFor(`every host's weft-${SECOND.name}.conflist`, () => hosts.every((h) => fs.existsSync(path.join(h.cniConfDir, `weft-${SECOND.name}.conflist`))), 30_000, 100);
   const pods: Pod[] = [];
   for (const h of hosts) for (let i = 0; i < o.pods; i++) pods.push(await cluster.addPodWith(h, pods.length === 0 ? { portMappings: [PUBLISHED] } : {}));

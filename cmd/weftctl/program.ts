@@ -57,13 +57,14 @@ const networkColumns: [string, string][] = [
   ["NAT", "natOutgoing"], ["ISOLATED", "isolated"], ["DEFAULT", "default"], ["FLOOD", "flood"], ["DNS", "dns"], ["SELECTOR", "nodeSelector"],
 ];
 const leaseColumns: [string, string][] = [["NETWORK", "network"], ["NODE", "node"], ["SUBNET", "subnet"], ["VTEP IP", "vtepIP"], ["VTEP MAC", "vtepMac"], ["ACQUIRED", "acquired"]];
+const endpointColumns: [string, string][] = [["NETWORK", "network"], ["NAME", "name"], ["NODE", "node"], ["IP", "ips"], ["MAC", "mac"]];
 const nodeColumns: [string, string][] = [["NAME", "name"], ["UNDERLAY IP", "underlayIP"], ["SUBNETS", "subnets"], ["VTEP MACS", "vtepMacs"], ["LABELS", "labels"], ["VERSION", "agentVersion"], ["LAST SEEN", "lastSeen"]];
 
 /** Builds a fresh command tree (no global state), ready for parseAsync. */
 export function buildProgram(): Command {
   // Commander's default on a usage error is one line, "error: …"; no help dump after it.
   const program = new Command("weftctl")
-    .description("Manage Weft networks, leases and nodes stored in etcd.\nEvery flag shown with an env: can also be set through that environment variable.");
+    .description("Manage Weft networks, leases, nodes and endpoints stored in etcd.\nEvery flag shown with an env: can also be set through that environment variable.");
   for (const o of etcdFlagOptions()) program.addOption(o);
   program
     .addOption(envOption("--timeout <duration>", "give up on etcd after this long", 5000, "5s").argParser(parseDuration));
@@ -173,6 +174,19 @@ export function buildProgram(): Command {
       const leases = await store((s) => s.listLeases(o.network));
       leases.sort((a, b) => a.network.localeCompare(b.network) || a.node.localeCompare(b.node));
       print(leases as unknown as Row[], leaseColumns, o.output);
+    });
+
+  program
+    .command("endpoint")
+    .description("pod interfaces attached on nodes, as their agents reported them")
+    .command("list")
+    .description("list endpoints (-o json adds id and aliases)")
+    .option("--network <name>", "only this network")
+    .addOption(outputOption())
+    .action(async (o: { network?: string; output: string }) => {
+      const eps = await store((s) => s.listEndpoints(o.network));
+      eps.sort((a, b) => a.network.localeCompare(b.network) || a.name.localeCompare(b.name) || a.node.localeCompare(b.node) || a.id.localeCompare(b.id));
+      print(eps as unknown as Row[], endpointColumns, o.output);
     });
 
   const node = program.command("node").description("nodes known to the controller");

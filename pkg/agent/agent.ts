@@ -11,7 +11,10 @@ import { newLogger, type Logger } from "../log/index.js";
 import type { MetricsServer, Registry } from "../metrics/index.js";
 import type { ApplyReason, ApplyReport, DataplanePort, NetworkSpec, NodeDesired, PeerSpec } from "../dataplane/types.js";
 import type { IptablesBackendChoice } from "../dataplane/iptables-backend.js";
+import type { Endpoint } from "../cni/endpoint.js";
+import { EndpointServer } from "../cni/endpoint-server.js";
 import { ApplyLoop } from "./apply-loop.js";
+import { EndpointRelay } from "./endpoint-relay.js";
 import { ControllerConnection, type StreamInfo } from "./connection.js";
 import { ConfigModel, toNetworkSpecs, type NodeIdentity } from "./desired.js";
 import type { HostProbe } from "./host.js";
@@ -105,6 +108,8 @@ export class Agent {
   private self?: NodeIdentity;
   private uplinkMtu = 0;
   private readonly model = new ConfigModel();
+  private endpointServer?: EndpointServer;
+  private relay?: EndpointRelay;
   /** Stream the config came from; 0 = restored from the state dir. */
   private epoch = 0;
   private macs: Record<string, string> = {};
@@ -220,6 +225,23 @@ export class Agent {
     this.uplinkMtu = info?.mtu ?? 0;
     this.self = { nodeName: this.nodeName, uplink, underlayIp };
 
+    // The plugin's socket before the Join: the Join's full endpoint report
+    // needs the node's endpoints, reconciled (a pod deleted while the agent was
+    // down is gone from its list before the controller hears of it).
+    this.relay = new EndpointRelay({
+      list: () => this.endpointServer?.list() ?? [],
+      send: (epoch, report) => this.connection?.send(epoch, { msg: { $case: "endpoints", value: report } }),
+    });
+    this.endpointServer = new EndpointServer({
+      stateDir: opts.stateDir,
+      refuse: (network) => this.refuseEndpoint(network),
+      onChange: (changed, removed) => this.relay?.changed(changed, removed),
+      warn: (msg, fields) => log.warn(fields, msg),
+    });
+    await this.endpointServer.start();
+    const gone = await this.endpointServer.reconcile();
+    if (gone.length > 0) log.info({ removed: gone.map((e) => e.id) }, "endpoints whose network namespace is gone removed");
+
     // Join as early as possible: peers can program this node as soon as the controller has its MACs.
     this.connection = new ControllerConnection({
       addresses: opts.controllers,
@@ -235,7 +257,11 @@ export class Agent {
         if (this.everConnected) this.metrics?.reconnects.inc();
         this.everConnected = true;
       },
-      onDisconnected: () => this.metrics?.controllerConnected.set(0),
+      onDisconnected: (stream) => {
+        this.metrics?.controllerConnected.set(0);
+        this.relay?.disconnected(stream.epoch);
+      },
+      onJoinSent: (stream) => this.relay?.joined(stream.epoch),
     });
 
     this.journal = new StateJournal({
@@ -305,6 +331,8 @@ export class Agent {
   /** Stops talking to the controller. The kernel stays exactly as programmed. */
   async stop(): Promise<void> {
     await this.connection?.stop();
+    this.relay?.stop();
+    await this.endpointServer?.stop();
     await this.loop?.stop();
     await this.dns?.stop();
     this.dataplane?.close?.();
@@ -323,6 +351,22 @@ export class Agent {
   /** True while no apply runs, is queued or waits for a retry. */
   get idle(): boolean {
     return this.loop?.idle ?? true;
+  }
+
+  /** Why the plugin may not attach a pod to `network` here, or undefined. */
+  private refuseEndpoint(network: string): string | undefined {
+    const net = this.model.config.networks.get(network);
+    if (!net) {
+      const member = [...this.model.config.networks.keys()];
+      return `network: node ${this.nodeName} is not a member of network "${network}" (${member.length ? `member of: ${member.join(", ")}` : "no networks from the controller yet"})`;
+    }
+    if (!net.subnet) return `network: node ${this.nodeName} has no subnet in network "${network}" yet${net.error ? ` (${net.error})` : ""}`;
+    return undefined;
+  }
+
+  /** The endpoints the CNI plugin reported on this node (tests and tools). */
+  get endpoints(): Endpoint[] {
+    return this.endpointServer?.list() ?? [];
   }
 
   private joinRequest(): JoinRequest {

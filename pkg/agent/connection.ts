@@ -34,6 +34,8 @@ export interface ConnectionOptions {
   log: Logger;
   onUpdate(update: ConfigUpdate, stream: StreamInfo): void;
   onConnected?(stream: StreamInfo): void;
+  /** A new stream's Join was just written (before its snapshot): what must follow the Join goes now. */
+  onJoinSent?(stream: StreamInfo): void;
   onDisconnected?(stream: StreamInfo, reason: string, hadSnapshot: boolean): void;
   /** A stream that has not delivered a snapshot within this is abandoned for the next address. */
   snapshotTimeoutMs?: number;
@@ -79,6 +81,12 @@ export class ControllerConnection {
   ack(epoch: number, revision: number, error = ""): void {
     if (this.current?.epoch !== epoch) return;
     this.write({ msg: { $case: "ack", value: { revision, error } } });
+  }
+
+  /** Sends a message on stream `epoch`; dropped when that stream is gone. */
+  send(epoch: number, msg: AgentMessage): void {
+    if (this.current?.epoch !== epoch || !this.call) return;
+    this.write(msg);
   }
 
   /** Sends `join` again on the open stream (registration changed, e.g. a new VTEP MAC). */
@@ -169,6 +177,7 @@ export class ControllerConnection {
       });
       call.on("end", () => finish("controller ended the stream"));
       this.write({ msg: { $case: "join", value: this.opts.joinRequest() } });
+      this.opts.onJoinSent?.(info);
     });
   }
 }

@@ -14,6 +14,7 @@ const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$/;
 const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 const NETWORK_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_ALIASES = 32;
+const MAX_IPS = 16;
 
 /** An attached pod interface, as the plugin reports it and the agent relays it. */
 export interface Endpoint {
@@ -59,12 +60,13 @@ function str(obj: Record<string, unknown>, field: string, problems: string[], re
   return v;
 }
 
-/** Decodes an endpoint; returns it, or the problems, each naming the field. */
-export function decodeEndpoint(v: unknown, prefix = "endpoint"): Endpoint | string[] {
-  if (!isRecord(v)) return [`${prefix}: must be an object`];
-  const p: string[] = [];
+/**
+ * The fields every reader of an endpoint checks (the plugin, the agent's
+ * socket, the controller relaying a report): containerId, ifName, network,
+ * name, aliases, ips, mac. Problems are pushed to `p`, unprefixed.
+ */
+export function checkEndpointFields(v: Record<string, unknown>, p: string[]): Omit<Endpoint, "netns"> {
   const containerId = str(v, "containerId", p, CONTAINER_ID_RE, "a container ID");
-  const netns = str(v, "netns", p, /^\/\S{1,4095}$/, "an absolute path");
   const ifName = str(v, "ifName", p, IFNAME_RE, "an interface name");
   const network = str(v, "network", p, NETWORK_RE, "a network name");
   const name = v.name === undefined ? "" : str(v, "name", p);
@@ -82,6 +84,7 @@ export function decodeEndpoint(v: unknown, prefix = "endpoint"): Endpoint | stri
   }
   let ips: string[] = [];
   if (!Array.isArray(v.ips) || v.ips.length === 0 || v.ips.some((a) => typeof a !== "string")) p.push("ips: must be a non-empty list of addresses");
+  else if (v.ips.length > MAX_IPS) p.push(`ips: at most ${MAX_IPS}`);
   else {
     ips = v.ips as string[];
     ips.forEach((a, i) => {
@@ -93,8 +96,17 @@ export function decodeEndpoint(v: unknown, prefix = "endpoint"): Endpoint | stri
   if (rawMac && !mac) p.push(`mac: "${rawMac.slice(0, 80)}" is not a unicast MAC address`);
   const id = endpointId(containerId, ifName);
   if (v.id !== undefined && v.id !== id) p.push(`id: must be "<containerId>/<ifName>" (${id})`);
+  return { id, containerId, ifName, network, name, aliases: [...new Set(aliases)], ips, mac: mac ?? "" };
+}
+
+/** Decodes an endpoint; returns it, or the problems, each naming the field. */
+export function decodeEndpoint(v: unknown, prefix = "endpoint"): Endpoint | string[] {
+  if (!isRecord(v)) return [`${prefix}: must be an object`];
+  const p: string[] = [];
+  const netns = str(v, "netns", p, /^\/\S{1,4095}$/, "an absolute path");
+  const fields = checkEndpointFields(v, p);
   if (p.length > 0) return p.map((s) => `${prefix}.${s}`);
-  return { id, containerId, netns, ifName, network, name, aliases: [...new Set(aliases)], ips, mac: mac! };
+  return { ...fields, netns };
 }
 
 /** Decodes a request read from the socket; problems name the field. */

@@ -5,6 +5,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import { formatCidr, hostAddress, parseCidr } from "../ip/index.js";
+import { ENDPOINT_SOCKET } from "./endpoint.js";
 
 export const CONFLIST_NAME = "10-weft.conflist";
 /** Conflists of the node's other networks: `weft-<network>.conflist` (sorts after 10-weft, so runtimes that take the first file take the default). */
@@ -96,9 +97,16 @@ export function buildConflist(net: CniNetwork, stateDir: string): Record<string,
           dataDir: path.join(stateDir, "cni", "networks"),
         },
       },
+      // dns: the weft plugin hands the node's resolver to the runtime in its result (pod resolv.conf).
+      { ...weftPlugin(net.name, stateDir), ...(net.resolver ? { dns: net.resolver } : {}) },
       { type: "portmap", capabilities: { portMappings: true }, snat: true },
     ],
   };
+}
+
+/** The `weft` plugin's entry: reports each attached interface of `network` to the agent's socket in its state dir (cmd/weft-cni). */
+export function weftPlugin(network: string, stateDir: string): Record<string, unknown> {
+  return { type: "weft", network, socket: path.join(stateDir, ENDPOINT_SOCKET) };
 }
 
 /** Writes atomically (temp file + rename); unchanged content is not rewritten. Returns whether it wrote. */

@@ -13,6 +13,7 @@
 import type { ConfigUpdate } from "../api/index.js";
 import { headerKey, type Change, type Model } from "./model.js";
 import { DEFAULT_LOG_BYTES, NetworkFeed } from "./change-log.js";
+import { EndpointFeed, wantsEndpoints } from "./endpoint-feed.js";
 import { desiredHeaders, type NodeContext } from "./view.js";
 import { encodeRemovedNetwork, encodeUpdateHead, networkElementPieces } from "./wire.js";
 
@@ -46,6 +47,8 @@ interface SentNetwork {
   header: string;
   hasSubnet: boolean;
   seq: number;
+  /** Cursor in the network's endpoint feed; undefined: the agent holds no endpoints of it from this stream. */
+  ep?: number;
 }
 
 interface Reader {
@@ -76,6 +79,7 @@ export interface DistributorOptions {
 
 export class Distributor {
   private readonly feeds = new Map<string, NetworkFeed>();
+  private readonly endpointFeeds = new Map<string, EndpointFeed>();
   private readonly readers = new Map<Subscriber, Reader>();
   private timer?: NodeJS.Timeout | NodeJS.Immediate;
   private lastFlush = 0;
@@ -118,6 +122,7 @@ export class Distributor {
   get logBytes(): number {
     let n = 0;
     for (const f of this.feeds.values()) n += f.logBytes;
+    for (const f of this.endpointFeeds.values()) n += f.logBytes;
     return n;
   }
 
@@ -149,6 +154,11 @@ export class Distributor {
   onChange(change: Change, byNode: (node: string) => Subscriber | undefined): void {
     for (const name of change.networks) {
       if (!this.model.networks.has(name)) this.feeds.delete(name);
+      this.endpointsStillWanted(name);
+    }
+    for (const [net, keys] of change.endpoints) {
+      const feed = this.endpointFeeds.get(net);
+      if (feed) for (const key of keys) feed.set(key, this.model.endpoints.get(net, key));
     }
     for (const [net, nodes] of change.peers) {
       const feed = this.feed(net, false);
@@ -173,6 +183,33 @@ export class Distributor {
       this.feeds.set(name, f);
     }
     return f;
+  }
+
+  /** The network's endpoint feed; created (from the view) when the network wants endpoints. */
+  private endpointFeed(name: string): EndpointFeed | undefined {
+    let f = this.endpointFeeds.get(name);
+    const spec = this.model.networks.get(name);
+    if (!f && spec && wantsEndpoints(spec)) {
+      f = new EndpointFeed(name, this.maxLogBytes);
+      for (const [key, e] of this.model.endpoints.of(name)) f.set(key, e.value);
+      this.endpointFeeds.set(name, f);
+    }
+    return f;
+  }
+
+  /**
+   * A network that stopped wanting endpoints (dns turned off) drops its feed;
+   * agents holding its endpoints get a snapshot, which forgets them (rare: a spec change).
+   */
+  private endpointsStillWanted(name: string): void {
+    const spec = this.model.networks.get(name);
+    if (!this.endpointFeeds.has(name) || (spec && wantsEndpoints(spec))) return;
+    this.endpointFeeds.delete(name);
+    for (const r of this.readers.values()) {
+      if (r.sent.get(name)?.ep === undefined || !spec) continue;
+      r.needSnapshot = true;
+      r.sent.clear();
+    }
   }
 
   private schedule(): void {
@@ -230,6 +267,7 @@ export class Distributor {
       const f = this.feeds.get(name);
       if (!f) return true; // network gone: the removal is news
       if (f.seq > s.seq) return true;
+      if (s.ep !== undefined && (this.endpointFeeds.get(name)?.seq ?? 0) > s.ep) return true;
     }
     return false;
   }
@@ -243,8 +281,9 @@ export class Distributor {
       const f = this.feeds.get(name);
       if (!f) continue;
       const behind = f.bytesSince(s.seq);
-      if (behind === undefined) return true;
-      lag += behind;
+      const epBehind = s.ep === undefined ? 0 : this.endpointFeeds.get(name)?.bytesSince(s.ep);
+      if (behind === undefined || epBehind === undefined) return true;
+      lag += behind + epBehind;
     }
     return lag > this.maxLagBytes;
   }
@@ -257,6 +296,7 @@ export class Distributor {
     const networks: Buffer[] = [];
     const removed: Buffer[] = [];
     const updates: Buffer[] = [];
+    const endpoints: Buffer[] = [];
     if (snapshot || r.headersDirty) {
       r.headersDirty = false;
       const desired = desiredHeaders(this.model, r.sub);
@@ -276,7 +316,16 @@ export class Distributor {
         // New or changed header: the network is sent whole, peers from the shared buffer.
         const peers = hasSubnet ? feed.snapshot(self) : { seq: feed.seq, pieces: [] };
         networks.push(...networkElementPieces(header, peers.pieces));
-        r.sent.set(header.name, { header: key, hasSubnet, seq: peers.seq });
+        // Endpoints: the agent keeps them across a header change; one new to them gets the complete set.
+        let ep = hasSubnet && wantsEndpoints(header) ? sent?.ep : undefined;
+        if (hasSubnet && wantsEndpoints(header) && ep === undefined) {
+          const all = this.endpointFeed(header.name)?.snapshot();
+          if (all) {
+            endpoints.push(...all.pieces);
+            ep = all.seq;
+          }
+        }
+        r.sent.set(header.name, { header: key, hasSubnet, seq: peers.seq, ep });
       }
     }
     for (const [name, s] of r.sent) {
@@ -284,9 +333,12 @@ export class Distributor {
       if (!feed) continue;
       if (s.hasSubnet && feed.seq > s.seq) updates.push(...feed.since(s.seq, self));
       s.seq = feed.seq;
+      const ef = s.ep === undefined ? undefined : this.endpointFeeds.get(name);
+      if (ef && ef.seq > s.ep!) endpoints.push(...ef.since(s.ep!));
+      if (ef) s.ep = ef.seq;
     }
-    if (!snapshot && networks.length === 0 && removed.length === 0 && updates.length === 0) return undefined;
-    return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates];
+    if (!snapshot && networks.length === 0 && removed.length === 0 && updates.length === 0 && endpoints.length === 0) return undefined;
+    return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates, ...endpoints];
   }
 
   private write(r: Reader, pieces: Buffer[], snapshot: boolean): void {

@@ -127,10 +127,17 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
     watchRestarts: new prom.Counter({ name: "weft_controller_watch_restarts_total", help: "Times the etcd watch was lost and the view rebuilt.", registers: [registry] }),
     invalidRecords: new prom.Counter({
       name: "weft_controller_invalid_records",
-      help: "Values read from etcd (network, node, lease) or the Kubernetes API (kube_network, kube_node) that did not decode and were left out of the view, by kind.",
+      help: "Values read from etcd (network, node, lease, endpoint) or the Kubernetes API (kube_network, kube_node) that did not decode and were left out of the view, by kind.",
       labelNames: ["kind"],
       registers: [registry],
     }),
+    endpointsRejected: new prom.Counter({
+      name: "weft_controller_endpoints_rejected_total",
+      help: "Endpoints agents reported that were not stored, by reason (invalid: a field does not decode; not_member: the node holds no subnet of the network, or an address is outside its CIDR; too_many: past the per-node bound).",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    endpointWriteFailures: new prom.Counter({ name: "weft_controller_endpoint_write_failures_total", help: "Endpoint writes to etcd that failed and were retried.", registers: [registry] }),
     kube: kubeMetrics(registry, kubeSynced),
   };
 }

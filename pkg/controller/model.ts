@@ -1,7 +1,8 @@
 // The controller's in-memory view of etcd, fed by one snapshot and then the
 // watch, and the pure computation of what each node should be told. No I/O.
 import type { NetworkConfig, Peer } from "../api/index.js";
-import type { LeaseRecord, NetworkSpec, NodeRecord, ParsedKey, RecordEvent, Versioned } from "../store/index.js";
+import type { EndpointRecord, LeaseRecord, NetworkSpec, NodeRecord, ParsedKey, RecordEvent, Versioned } from "../store/index.js";
+import { EndpointView, endpointKeyOf } from "./endpoint-view.js";
 
 /** Default VXLAN overhead on an IPv4 underlay. */
 export const VXLAN_OVERHEAD = 50;
@@ -15,6 +16,8 @@ export class Change {
   readonly peers = new Map<string, Set<string>>();
   /** Nodes whose node record changed or disappeared. */
   readonly nodes = new Set<string>();
+  /** (network, node/id) pairs whose stored endpoint was added, changed or removed. */
+  readonly endpoints = new Map<string, Set<string>>();
   revision = 0;
   /** Events older than what the view already held for their key (a late event from a lost watch): ignored. */
   stale = 0;
@@ -27,17 +30,24 @@ export class Change {
     set.add(node);
   }
 
+  addEndpoint(network: string, key: string): void {
+    let set = this.endpoints.get(network);
+    if (!set) this.endpoints.set(network, (set = new Set()));
+    set.add(key);
+  }
+
   merge(other: Change): void {
     other.networks.forEach((n) => this.networks.add(n));
     other.nodes.forEach((n) => this.nodes.add(n));
     for (const [net, nodes] of other.peers) nodes.forEach((n) => this.addPeer(net, n));
+    for (const [net, keys] of other.endpoints) keys.forEach((k) => this.addEndpoint(net, k));
     this.revision = Math.max(this.revision, other.revision);
     this.stale += other.stale;
     this.failures.push(...other.failures);
   }
 
   get empty(): boolean {
-    return this.networks.size === 0 && this.peers.size === 0 && this.nodes.size === 0;
+    return this.networks.size === 0 && this.peers.size === 0 && this.nodes.size === 0 && this.endpoints.size === 0;
   }
 }
 
@@ -62,6 +72,7 @@ export interface ModelSnapshot {
   networks: Versioned<NetworkSpec>[];
   nodes: Versioned<NodeRecord>[];
   leases: Versioned<LeaseRecord>[];
+  endpoints?: Versioned<EndpointRecord>[];
 }
 
 /** Deleted keys remembered so a late put cannot resurrect them; beyond this many the oldest are forgotten. */
@@ -71,6 +82,7 @@ function keyId(k: ParsedKey): string | undefined {
   if (k.kind === "network") return `n/${k.network}`;
   if (k.kind === "node") return `d/${k.node}`;
   if (k.kind === "lease") return `l/${k.network}/${k.subnet}`;
+  if (k.kind === "endpoint") return `e/${k.network}/${k.node}/${k.id}`;
   return undefined;
 }
 
@@ -82,6 +94,8 @@ export class Model {
   readonly leases = new Map<string, Map<string, LeaseRecord>>();
   /** node -> network -> subnet */
   private readonly nodeLeases = new Map<string, Map<string, string>>();
+  /** Stored endpoints, by network and by node. */
+  readonly endpoints = new EndpointView();
   /**
    * Mod revision of every key the view holds, and of recently deleted (or
    * undecodable) keys. An event at or below it is older than what the view
@@ -99,6 +113,8 @@ export class Model {
     for (const name of this.networks.keys()) change.networks.add(name);
     for (const [net, m] of this.leases) for (const l of m.values()) change.addPeer(net, l.node);
     for (const name of this.nodes.keys()) change.nodes.add(name);
+    for (const net of this.endpoints.networks()) for (const key of this.endpoints.of(net).keys()) change.addEndpoint(net, key);
+    this.endpoints.clear();
     this.networks.clear();
     this.nodes.clear();
     this.leases.clear();
@@ -119,6 +135,12 @@ export class Model {
       this.putLease(l.value);
       this.keyRevisions.set(`l/${l.value.network}/${l.value.subnet}`, l.modRevision);
       change.addPeer(l.value.network, l.value.node);
+    }
+    for (const e of snap.endpoints ?? []) {
+      const { network, node, id } = e.value;
+      this.endpoints.put(e);
+      this.keyRevisions.set(`e/${network}/${node}/${id}`, e.modRevision);
+      change.addEndpoint(network, endpointKeyOf(node, id));
     }
     this.loadedRevision = snap.revision;
     this.revision = snap.revision;
@@ -178,6 +200,10 @@ export class Model {
         this.putLease(put.value);
         change.addPeer(put.value.network, put.value.node);
       }
+    } else if (k.kind === "endpoint") {
+      this.endpoints.delete(k.network, k.node, k.id);
+      if (put?.kind === "endpoint" && ev.type === "put") this.endpoints.put({ value: put.value, modRevision: ev.modRevision, createRevision: 0, lease: ev.lease });
+      change.addEndpoint(k.network, endpointKeyOf(k.node, k.id));
     }
   }
 

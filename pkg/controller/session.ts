@@ -9,6 +9,7 @@ import { normalizeMac } from "../ip/index.js";
 import { syncNode, type AllocatorDeps } from "./allocator.js";
 import type { AppliedMarks } from "./applied-marks.js";
 import type { Distributor, OutStream, Subscriber } from "./distributor.js";
+import { NodeEndpoints } from "./endpoints.js";
 import { joinRequestProblems } from "./join-request.js";
 import { LeaseKeeper } from "./lease-keeper.js";
 import type { ControllerMetrics } from "./metrics.js";
@@ -66,6 +67,8 @@ export class Session implements Subscriber {
   private lastRequest?: JoinRequest;
   private inFlight: { revision: number; at: number }[] = [];
   private keeper?: LeaseKeeper;
+  /** The node's endpoints as its agent reports them (created by the first Join). */
+  endpoints?: NodeEndpoints;
   private ensuring?: Promise<void>;
   private ensureAgain = false;
 
@@ -133,6 +136,7 @@ export class Session implements Subscriber {
     if (this.closed) return;
     this.closed = true;
     this.keeper?.stop();
+    this.endpoints?.stop();
     this.deps.distributor.remove(this);
     this.onClose(this);
   }
@@ -164,6 +168,8 @@ export class Session implements Subscriber {
     );
     this.leaseId = leaseId;
     if (revision > 0) await this.deps.sync.waitFor(revision);
+    // A new etcd lease or other subnets: the stored endpoints may need rewriting or removing.
+    this.endpoints?.recheck();
     if (this.ready && JSON.stringify([...this.errors]) !== before) this.deps.distributor.touch(this);
     return !fresh;
   }
@@ -228,6 +234,7 @@ export class Session implements Subscriber {
     if (typeof labels === "string") throw new StreamError(grpc.status.FAILED_PRECONDITION, labels);
     const first = !this.node;
     this.node = req.nodeName;
+    this.endpoints ??= new NodeEndpoints(this.deps, this.node, () => this.leaseId);
     this.labels = labels;
     this.lastRequest = { ...req, labels };
     this.uplinkMtu = req.uplinkMtu;
@@ -238,6 +245,7 @@ export class Session implements Subscriber {
       this.keeper = new LeaseKeeper(this.deps.store, this.deps.leaseTtlSeconds, this.log, () => this.leaseId, async () => void (await this.sync(false)), () => this.node);
       this.keeper.start(reused);
       this.ready = true;
+      this.endpoints!.start();
       this.deps.distributor.add(this);
       this.log.info({ node: this.node, revision: this.deps.model.revision, underlay: req.underlayIp }, "agent joined");
     } else {

@@ -106,8 +106,11 @@ export class Sessions {
     } else if (m?.$case === "ack") {
       if (!session.node) throw new StreamError(grpc.status.INVALID_ARGUMENT, "the first message must be join");
       session.ack(m.value.revision, m.value.error);
+    } else if (m?.$case === "endpoints") {
+      if (!session.endpoints) throw new StreamError(grpc.status.INVALID_ARGUMENT, "the first message must be join");
+      session.endpoints.report(m.value);
     } else {
-      throw new StreamError(grpc.status.INVALID_ARGUMENT, "empty message: expected join or ack");
+      throw new StreamError(grpc.status.INVALID_ARGUMENT, "empty message: expected join, ack or endpoints");
     }
   }
 

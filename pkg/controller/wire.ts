@@ -6,7 +6,7 @@
 // ConfigUpdate.peer_updates element) and every agent's snapshot or delta is
 // built by copying those bytes, never by encoding the peer again. Pure.
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { NetworkConfig, Peer, PeerUpdate } from "../api/index.js";
+import { EndpointUpdate, NetworkConfig, Peer, PeerUpdate, type Endpoint } from "../api/index.js";
 
 // Tags: (field number << 3) | wire type (0 varint, 2 length-delimited).
 const TAG_REVISION = (1 << 3) | 0; // ConfigUpdate.revision
@@ -14,6 +14,7 @@ const TAG_SNAPSHOT = (2 << 3) | 0; // ConfigUpdate.snapshot
 const TAG_NETWORKS = (3 << 3) | 2; // ConfigUpdate.networks
 const TAG_REMOVED = (4 << 3) | 2; // ConfigUpdate.removed_networks
 const TAG_PEER_UPDATES = (5 << 3) | 2; // ConfigUpdate.peer_updates
+const TAG_ENDPOINT_UPDATES = (6 << 3) | 2; // ConfigUpdate.endpoint_updates
 const TAG_PEERS = (12 << 3) | 2; // NetworkConfig.peers
 
 function lengthDelimited(tag: number, body: Uint8Array): Buffer {
@@ -34,6 +35,11 @@ export function encodePeerElement(p: Peer): Buffer {
 /** One element of ConfigUpdate.peer_updates. */
 export function encodePeerUpdateElement(network: string, peer: Peer, removed: boolean): Buffer {
   return lengthDelimited(TAG_PEER_UPDATES, PeerUpdate.encode({ network, peer, removed }).finish());
+}
+
+/** One element of ConfigUpdate.endpoint_updates (snapshots carry the same elements, with removed unset). */
+export function encodeEndpointUpdateElement(network: string, endpoint: Endpoint, removed: boolean): Buffer {
+  return lengthDelimited(TAG_ENDPOINT_UPDATES, EndpointUpdate.encode({ network, endpoint, removed }).finish());
 }
 
 /** ConfigUpdate.revision and .snapshot. */

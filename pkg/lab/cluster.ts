@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-import { cniAdd, cniDel, CONFLIST_NAME, type CniDns, type PortMapping } from "../cni/index.js";
+import { cniAdd, cniDel, CONFLIST_NAME, DEFAULT_CNI_BIN_DIR, type CniDns, type PortMapping } from "../cni/index.js";
 import { LabProcess, killRecorded } from "./process.js";
 import { waitFor } from "./ports.js";
 
@@ -124,6 +124,22 @@ export async function removeNamespaces(prefix: string): Promise<number> {
   return names.length;
 }
 
+/**
+ * A CNI bin dir as a runtime's CNI_PATH: the system's plugins linked in, plus
+ * `weft` (the plugin every Weft conflist chains) as a wrapper running
+ * `node <weftArgv>`, so it comes from this checkout.
+ */
+export function makeCniBinDir(dir: string, weftArgv: string[], system = DEFAULT_CNI_BIN_DIR): string {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const name of fs.readdirSync(system)) {
+    const link = path.join(dir, name);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.join(system, name), link);
+  }
+  const argv = weftArgv.map((a) => `'${a}'`).join(" ");
+  fs.writeFileSync(path.join(dir, "weft"), `#!/bin/sh\nexec '${process.execPath}' ${argv} "$@"\n`, { mode: 0o755 });
+  return dir;
+}
+
 export class Cluster {
   readonly switchNs: string;
   readonly controlNs: string;
@@ -133,11 +149,14 @@ export class Cluster {
   etcd?: LabProcess;
   readonly controllers: LabProcess[] = [];
   private nextHost = 1;
+  /** CNI_PATH for the pods: the system's plugins and Weft's `weft` (makeCniBinDir). */
+  readonly cniBinDir: string;
 
   private constructor(readonly opts: ClusterOptions) {
     this.switchNs = `${opts.prefix}-sw`;
     this.controlNs = `${opts.prefix}-ctl`;
     this.outsideNs = `${opts.prefix}-out`;
+    this.cniBinDir = path.join(opts.runDir, "cni-bin");
   }
 
   /** Logs, PID files, state and CNI dirs of this cluster. */
@@ -157,7 +176,7 @@ export class Cluster {
     this.opts.progress?.(msg);
   }
 
-  bin(name: "weft-controller" | "weft-agent" | "weftctl"): string {
+  bin(name: "weft-controller" | "weft-agent" | "weftctl" | "weft-cni"): string {
     return path.join(this.opts.repoRoot, "dist", "cmd", name, "main.js");
   }
 
@@ -170,9 +189,10 @@ export class Cluster {
     // State of an earlier run (host-local allocations, agent state) would not match the new cluster.
     fs.rmSync(opts.runDir, { recursive: true, force: true });
     fs.mkdirSync(opts.runDir, { recursive: true });
-    for (const b of ["weft-controller", "weft-agent", "weftctl"] as const) {
+    for (const b of ["weft-controller", "weft-agent", "weftctl", "weft-cni"] as const) {
       if (!fs.existsSync(c.bin(b))) throw new Error(`${c.bin(b)} is missing: run make build`);
     }
+    makeCniBinDir(c.cniBinDir, [c.bin("weft-cni")]);
     await sh("ip", ["netns", "add", c.switchNs]);
     await ipIn(c.switchNs, "link", "add", "br0", "type", "bridge");
     await ipIn(c.switchNs, "link", "set", "br0", "up");
@@ -295,7 +315,7 @@ export class Cluster {
     const n = this.pods.filter((p) => p.host === host).length + 1;
     const name = `${host.name}-p${suffix ?? n}`;
     await sh("ip", ["netns", "add", name]);
-    const res = await cniAdd({ conflistPath: conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: "eth0", hostNetns: host.netns });
+    const res = await cniAdd({ conflistPath: conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: "eth0", hostNetns: host.netns, binDir: this.cniBinDir, args: { weft: { name } } });
     const pod: Pod = { name, netns: name, host, ip: res.ip, conflist };
     this.pods.push(pod);
     return pod;
@@ -331,14 +351,14 @@ export class Cluster {
     try {
       for (const [i, c] of conflists.entries()) {
         const ifName = `eth${i}`;
-        const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, args, ...(i === 0 && opts.portMappings ? { portMappings: opts.portMappings } : {}) });
+        const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...(i === 0 && opts.portMappings ? { portMappings: opts.portMappings } : {}) });
         const network = c.network || String((JSON.parse(fs.readFileSync(c.file, "utf8")) as { name: string }).name).replace(/^weft-/, "");
         // bridge passes an empty `dns: {}` on; only a resolver with nameservers counts.
         const dns = res.raw.dns as Partial<CniDns> | undefined;
         attachments.push({ network, ifName, ip: res.ip, conflist: c.file, ...(dns?.nameservers?.length ? { dns: { nameservers: dns.nameservers, search: dns.search ?? [] } } : {}) });
       }
     } catch (err) {
-      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, args }).catch(() => undefined);
+      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args }).catch(() => undefined);
       await sh("ip", ["netns", "del", name], { reject: false });
       throw err;
     }
@@ -354,7 +374,7 @@ export class Cluster {
 
   async removePod(pod: Pod): Promise<void> {
     for (const a of [...(pod.attachments ?? [{ conflist: pod.conflist, ifName: "eth0" }])].reverse()) {
-      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns }).catch(() => undefined);
+      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir }).catch(() => undefined);
     }
     fs.rmSync(path.join(NETNS_ETC, pod.netns), { recursive: true, force: true });
     await sh("ip", ["netns", "del", pod.netns], { reject: false });

@@ -7,7 +7,7 @@ import { Etcd3, isRecoverableError, type IKeyValue, type IRequestOp, type ICompa
 import type { Logger } from "../log/index.js";
 import { prom, type Registry } from "../metrics/index.js";
 import { Backoff, sleep } from "../retry/index.js";
-import { Keys, prefixEnd, segmentSubnet, type ParsedKey } from "./keys.js";
+import { Keys, parseEndpointParts, prefixEnd, segmentSubnet, type ParsedKey } from "./keys.js";
 import { InvalidRecordError } from "./errors.js";
 import { decodeRecord } from "./records.js";
 import type { EtcdTls } from "./tls.js";
@@ -53,10 +53,11 @@ export function encode(v: unknown): Buffer {
   return Buffer.from(JSON.stringify(v));
 }
 
-/** What a key holds, from its last segments (networks/<n>, nodes/<n>, leases/<net>/<subnet>): the job files' reads know their prefix only through etcd.keys. */
+/** What a key holds, from its last segments (networks/<n>, nodes/<n>, leases/<net>/<subnet>, endpoints/<net>/<node>/<id>): the job files' reads know their prefix only through etcd.keys. */
 function kindOf(key: string): ParsedKey {
   const parts = key.split("/");
   const n = parts.length;
+  if (n >= 4 && parts[n - 4] === "endpoints") return parseEndpointParts(parts[n - 3], parts[n - 2], parts[n - 1]);
   if (n >= 3 && parts[n - 3] === "leases") return { kind: "lease", network: parts[n - 2], subnet: segmentSubnet(parts[n - 1]) };
   if (n >= 2 && parts[n - 2] === "networks") return { kind: "network", network: parts[n - 1] };
   if (n >= 2 && parts[n - 2] === "nodes") return { kind: "node", node: parts[n - 1] };

@@ -12,10 +12,25 @@ export function segmentSubnet(segment: string): string {
   return i < 0 ? segment : `${segment.slice(0, i)}/${segment.slice(i + 1)}`;
 }
 
+/** An endpoint id (`<containerId>/<ifName>`) as one key segment: the slash (and anything else unsafe) percent-escaped. */
+export function endpointIdSegment(id: string): string {
+  return encodeURIComponent(id);
+}
+
+/** The id back from its key segment; undefined when the segment is not a valid escape. */
+export function segmentEndpointId(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
 export type ParsedKey =
   | { kind: "network"; network: string }
   | { kind: "node"; node: string }
   | { kind: "lease"; network: string; subnet: string }
+  | { kind: "endpoint"; network: string; node: string; id: string }
   | { kind: "other" };
 
 export class Keys {
@@ -43,6 +58,14 @@ export class Keys {
   leases(network?: string): string {
     return network === undefined ? `${this.prefix}leases/` : `${this.prefix}leases/${network}/`;
   }
+  /** endpoints/<network>/<node>/<id>: one attached pod interface, bound to its node's etcd lease. */
+  endpoint(network: string, node: string, id: string): string {
+    return `${this.prefix}endpoints/${network}/${node}/${endpointIdSegment(id)}`;
+  }
+  /** All endpoints, or one network's. */
+  endpoints(network?: string): string {
+    return network === undefined ? `${this.prefix}endpoints/` : `${this.prefix}endpoints/${network}/`;
+  }
   /** Bumped by every network write, so concurrent writers serialise on it (VNI/CIDR uniqueness). */
   networksGuard(): string {
     return `${this.prefix}meta/networks-guard`;
@@ -58,8 +81,14 @@ export class Keys {
     if (parts[0] === "networks" && parts.length === 2) return { kind: "network", network: parts[1] };
     if (parts[0] === "nodes" && parts.length === 2) return { kind: "node", node: parts[1] };
     if (parts[0] === "leases" && parts.length === 3) return { kind: "lease", network: parts[1], subnet: segmentSubnet(parts[2]) };
+    if (parts[0] === "endpoints" && parts.length === 4) return parseEndpointParts(parts[1], parts[2], parts[3]);
     return { kind: "other" };
   }
+}
+
+/** endpoints/<network>/<node>/<segment>; a segment that does not unescape keeps the raw text (the record check then refuses it). */
+export function parseEndpointParts(network: string, node: string, segment: string): ParsedKey {
+  return { kind: "endpoint", network, node, id: segmentEndpointId(segment) ?? segment };
 }
 
 /** The smallest key greater than every key starting with `prefix`: etcd's range_end for a prefix. */

@@ -8,12 +8,12 @@ import { z } from "zod";
 import { parseCidr } from "../ip/index.js";
 import { validateNetworkSpec } from "../spec/index.js";
 import type { ParsedKey } from "./keys.js";
-import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
+import type { EndpointRecord, LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
 /** Far above any real record (a node with Kubernetes-sized labels is ~1-2 KiB); a value past it is refused unparsed. */
 export const MAX_RECORD_BYTES = 64 * 1024;
 
-export type RecordKind = "network" | "node" | "lease";
+export type RecordKind = "network" | "node" | "lease" | "endpoint";
 
 export type Decoded<T> = { ok: true; value: T } | { ok: false; error: string };
 
@@ -56,6 +56,19 @@ export const leaseRecordSchema = z.object({
   vtepMac: z.union([mac, z.literal("")]),
   acquired: z.string().default(""),
   renewed: z.string().default(""),
+});
+
+const ipv4 = z.string().refine((s) => net.isIPv4(s), { message: "not an IPv4 address" });
+
+// Written only by controllers, from reports they validated (pkg/controller/endpoints.ts).
+export const endpointRecordSchema = z.object({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}\/[A-Za-z0-9_.-]{1,15}$/, "not <containerId>/<ifName>"),
+  network: z.string().min(1),
+  node: z.string().min(1),
+  name: z.string().max(507).default(""),
+  aliases: z.array(z.string().min(1).max(253)).max(32).default([]),
+  ips: z.array(ipv4).min(1).max(16),
+  mac: z.string().regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/, "not a lower-case MAC address"),
 });
 
 function problems(err: z.ZodError): string {
@@ -103,16 +116,28 @@ function checkLease(json: unknown, network?: string, subnet?: string): Decoded<L
   return { ok: true, value: l };
 }
 
+function checkEndpoint(json: unknown, network?: string, node?: string, id?: string): Decoded<EndpointRecord> {
+  const res = endpointRecordSchema.safeParse(json);
+  if (!res.success) return { ok: false, error: problems(res.error) };
+  const e = res.data;
+  for (const [field, want] of [["network", network], ["node", node], ["id", id]] as const) {
+    if (want !== undefined && e[field] !== want) return { ok: false, error: `${field}: "${e[field]}" does not match its key (${want})` };
+  }
+  return { ok: true, value: e };
+}
+
 const then = <T>(json: Decoded<unknown>, check: (v: unknown) => Decoded<T>): Decoded<T> => (json.ok ? check(json.value) : json);
 
 export const decodeNetwork = (bytes: Buffer | string, name?: string) => then(parseJson(bytes), (v) => checkNetwork(v, name));
 export const decodeNode = (bytes: Buffer | string, name?: string) => then(parseJson(bytes), (v) => checkNode(v, name));
 export const decodeLease = (bytes: Buffer | string, network?: string, subnet?: string) => then(parseJson(bytes), (v) => checkLease(v, network, subnet));
+export const decodeEndpoint = (bytes: Buffer | string, network?: string, node?: string, id?: string) => then(parseJson(bytes), (v) => checkEndpoint(v, network, node, id));
 
 export type DecodedRecord =
   | { kind: "network"; value: NetworkSpec }
   | { kind: "node"; value: NodeRecord }
-  | { kind: "lease"; value: LeaseRecord };
+  | { kind: "lease"; value: LeaseRecord }
+  | { kind: "endpoint"; value: EndpointRecord };
 
 export type RecordResult = ({ ok: true } & DecodedRecord) | { ok: false; kind: RecordKind; error: string };
 
@@ -122,6 +147,7 @@ export function checkRecord(key: ParsedKey, json: unknown): RecordResult | undef
   if (key.kind === "network") return wrap("network", checkNetwork(json, key.network));
   if (key.kind === "node") return wrap("node", checkNode(json, key.node));
   if (key.kind === "lease") return wrap("lease", checkLease(json, key.network, key.subnet));
+  if (key.kind === "endpoint") return wrap("endpoint", checkEndpoint(json, key.network, key.node, key.id));
   return undefined;
 }
 

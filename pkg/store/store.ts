@@ -4,6 +4,7 @@
 import type { Etcd3 } from "etcd3";
 import { EtcdKv, type StoreOptions, type Versioned } from "./etcd.js";
 import type { Keys } from "./keys.js";
+import * as endpoints from "./endpoints.js";
 import * as leader from "./leader.js";
 import * as leases from "./leases.js";
 import * as networks from "./networks.js";
@@ -11,7 +12,8 @@ import * as nodes from "./nodes.js";
 import * as view from "./watch.js";
 import type { CommitResult, NodeState, NodeWrite } from "./nodes.js";
 import type { Snapshot, StoreEvent, StoreWatch } from "./watch.js";
-import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
+import type { EndpointWrite } from "./endpoints.js";
+import type { EndpointRecord, LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
 /**
  * Everything that knows etcd: keys, serialisation, transactions, watches.
@@ -79,6 +81,14 @@ export class Store {
   // ---- subnet leases
   listLeases(network?: string): Promise<LeaseRecord[]> {
     return leases.listLeases(this.etcd, network);
+  }
+
+  // ---- endpoints
+  writeEndpoints(w: EndpointWrite): Promise<number> {
+    return endpoints.writeEndpoints(this.etcd, w);
+  }
+  listEndpoints(network?: string): Promise<EndpointRecord[]> {
+    return endpoints.listEndpoints(this.etcd, network);
   }
 
   // ---- etcd leases

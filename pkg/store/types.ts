@@ -57,3 +57,20 @@ export interface LeaseRecord {
   acquired: string;
   renewed: string;
 }
+
+/**
+ * endpoints/<network>/<node>/<id>: one pod interface attached on a node, as
+ * its agent reported it. Bound to the node's etcd lease, so it vanishes with the node.
+ */
+export interface EndpointRecord {
+  /** `<containerId>/<ifName>`, unique on its node. */
+  id: string;
+  network: string;
+  node: string;
+  /** `namespace/pod` under Kubernetes, or the runtime's name; "" when none. */
+  name: string;
+  aliases: string[];
+  /** IPv4 addresses, without prefix length. */
+  ips: string[];
+  mac: string;
+}

@@ -4,7 +4,7 @@
 import type { IKeyValue } from "etcd3";
 import { EtcdKv, type Versioned } from "./etcd.js";
 import { decodeRecord, type InvalidRecord, type RecordEvent } from "./records.js";
-import type { LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
+import type { EndpointRecord, LeaseRecord, NetworkSpec, NodeRecord } from "./types.js";
 
 /** A watch event: decoded put, delete, or a value that does not decode; each carries its key's mod revision. */
 export type StoreEvent = RecordEvent;
@@ -14,7 +14,8 @@ export interface Snapshot {
   networks: Versioned<NetworkSpec>[];
   nodes: Versioned<NodeRecord>[];
   leases: Versioned<LeaseRecord>[];
-  /** Values under networks/, nodes/ or leases/ that did not decode, left out of the lists above. */
+  endpoints: Versioned<EndpointRecord>[];
+  /** Values under networks/, nodes/, leases/ or endpoints/ that did not decode, left out of the lists above. */
   invalid: InvalidRecord[];
 }
 
@@ -29,7 +30,7 @@ export interface StoreWatch {
 /** Everything under the prefix at one revision. */
 export async function snapshot(etcd: EtcdKv): Promise<Snapshot> {
   const { kvs, revision } = await etcd.rangePrefix(etcd.keys.prefix, "snapshot");
-  const snap: Snapshot = { revision, networks: [], nodes: [], leases: [], invalid: [] };
+  const snap: Snapshot = { revision, networks: [], nodes: [], leases: [], endpoints: [], invalid: [] };
   for (const kv of kvs) {
     const key = kv.key.toString();
     const res = decodeRecord(etcd.keys.parse(key), kv.value);
@@ -37,7 +38,8 @@ export async function snapshot(etcd: EtcdKv): Promise<Snapshot> {
     if (!res.ok) snap.invalid.push({ key, kind: res.kind, error: res.error, modRevision: Number(kv.mod_revision) });
     else if (res.kind === "network") snap.networks.push({ value: res.value, ...meta(kv) });
     else if (res.kind === "node") snap.nodes.push({ value: res.value, ...meta(kv) });
-    else snap.leases.push({ value: res.value, ...meta(kv) });
+    else if (res.kind === "lease") snap.leases.push({ value: res.value, ...meta(kv) });
+    else snap.endpoints.push({ value: res.value, ...meta(kv) });
   }
   return snap;
 }

@@ -56,11 +56,12 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
     assert.equal(await c.cluster.sourceSeenBy(pod2.netns, pod2.ip, pod1.netns), pod1.ip);
   });
 
-  it("wrote the conflist with the bridge, host-local over the node's subnet, and portmap", async () => {
+  it("wrote the conflist with the bridge, host-local over the node's subnet, the weft plugin (the agent's socket), and portmap", async () => {
     const ls = await leases();
     for (const h of c.hosts) {
       const conf = JSON.parse(fs.readFileSync(path.join(h.cniConfDir, CONFLIST_NAME), "utf8"));
-      assert.deepEqual(conf.plugins.map((p: { type: string }) => p.type), ["bridge", "portmap"]);
+      assert.deepEqual(conf.plugins.map((p: { type: string }) => p.type), ["bridge", "weft", "portmap"]);
+      assert.deepEqual(conf.plugins[1], { type: "weft", network: "e2e", socket: path.join(h.stateDir, "cni.sock") });
       assert.equal(conf.plugins[0].bridge, `weftbr${VNI}`);
       assert.equal(conf.plugins[0].mtu, 1450);
       assert.equal(conf.plugins[0].ipam.ranges[0][0].subnet, ls.find((l) => l.node === h.name)!.subnet);

@@ -9,9 +9,11 @@ import os from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { cniAdd, cniDel, CONFLIST_NAME } from "../../pkg/cni/index.js";
+import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { newRegistry, type Registry } from "../../pkg/metrics/index.js";
+import { cniBinDir } from "../harness/cli.js";
 import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4242;
@@ -28,6 +30,8 @@ interface Host {
   dir: string;
   registry: Registry;
   dp: Dataplane;
+  /** The agent's side of the weft plugin the conflist chains (the agent itself is not running here). */
+  endpoints: EndpointServer;
   mac: string;
   vtepMac?: string;
   pod?: { ns: Netns; ip: string };
@@ -61,6 +65,7 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "weft-dp-e2e-"));
   const hosts: Host[] = [];
   let sw: Netns;
+  const binDir = cniBinDir(path.join(tmp, "bin"));
 
   function desired(h: Host, peers: Host[] = hosts.filter((o) => o !== h)): NodeDesired {
     const spec: PeerSpec[] = peers.map((p) => ({ nodeName: `h${p.i}`, underlayIp: p.ip, vtepMac: p.mac, subnet: p.subnet }));
@@ -93,13 +98,16 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
       const dir = path.join(tmp, `h${i}`);
       const registry = newRegistry(false);
       const dp = new Dataplane({ log: silentLogger(), registry, netns: ns.name, cniConfDir: path.join(dir, "net.d"), stateDir: path.join(dir, "state") });
-      hosts.push({ i, ns, ip, subnet: `10.250.${i}.0/24`, dir, registry, dp, mac: "" });
+      const endpoints = new EndpointServer({ stateDir: path.join(dir, "state") });
+      await endpoints.start();
+      hosts.push({ i, ns, ip, subnet: `10.250.${i}.0/24`, dir, registry, dp, mac: "", endpoints });
     }
     // The default route is there only so defaultUplink has something to find; no test sends traffic to it.
     await hosts[0].ns.ip("route", "add", "default", "via", "192.168.77.1", "dev", "eth0");
   });
 
   after(async function () {
+    for (const h of hosts) await h.endpoints.stop();
     await deleteNamespacesWithPrefix(prefix);
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -153,9 +161,10 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
   it("attaches a pod per host with the real CNI plugins through the written conflist", async () => {
     for (const h of hosts) {
       const ns = await Netns.create(`${prefix}-p${h.i}`);
-      const res = await cniAdd({ conflistPath: path.join(h.dir, "net.d", CONFLIST_NAME), netnsPath: ns.path, containerId: `pod-h${h.i}`, ifName: "eth0", hostNetns: h.ns.name });
+      const res = await cniAdd({ conflistPath: path.join(h.dir, "net.d", CONFLIST_NAME), netnsPath: ns.path, containerId: `pod-h${h.i}`, ifName: "eth0", hostNetns: h.ns.name, binDir });
       assert.ok(res.ip.startsWith(`10.250.${h.i}.`), `pod IP ${res.ip} in ${h.subnet}`);
       h.pod = { ns, ip: res.ip };
+      assert.deepEqual(h.endpoints.list().map((e) => [e.id, e.network, e.ips[0]]), [[`pod-h${h.i}/eth0`, "blue", res.ip]], "the weft plugin reported the pod");
       const [eth0] = await ns.ipJson<{ mtu: number }>("link", "show", "dev", "eth0");
       assert.equal(eth0.mtu, 1450, "pod MTU is the overlay MTU");
     }
@@ -246,7 +255,8 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
     const conflistPath = path.join(h3.dir, "net.d", CONFLIST_NAME);
     const reservation = path.join(h3.dir, "state", "cni", "networks", "weft-blue", h3.pod!.ip);
     assert.ok(fs.existsSync(reservation), "host-local keeps its reservation under the state dir");
-    await cniDel({ conflistPath, netnsPath: h3.pod!.ns.path, containerId: "pod-h3", ifName: "eth0", hostNetns: h3.ns.name });
+    await cniDel({ conflistPath, netnsPath: h3.pod!.ns.path, containerId: "pod-h3", ifName: "eth0", hostNetns: h3.ns.name, binDir });
+    assert.deepEqual(h3.endpoints.list(), [], "the weft plugin's DEL reached the agent's socket");
     assert.ok(!fs.existsSync(reservation), "reservation released");
     const links = await h3.pod!.ns.ipJson<{ ifname: string }>("link", "show");
     assert.deepEqual(links.map((l) => l.ifname), ["lo"]);

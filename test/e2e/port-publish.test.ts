@@ -8,6 +8,8 @@ import os from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { buildConflist, cniAdd, cniDel, type CniInvocation } from "../../pkg/cni/index.js";
+import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
+import { cniBinDir } from "../harness/cli.js";
 import { deleteNamespacesWithPrefix, Netns, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const HOST_IP = "10.98.0.1";
@@ -22,6 +24,8 @@ describe("e2e: published ports through the agent's conflist (portmap)", function
   let pod: Netns;
   let inv: CniInvocation;
   let server: ResultPromise | undefined;
+  /** The agent's side of the weft plugin the conflist chains. */
+  let endpoints: EndpointServer;
 
   const curl = async (url: string): Promise<{ code: number; out: string }> => {
     const r = await client.exec("curl", ["-s", "--max-time", "2", url]);
@@ -40,11 +44,14 @@ describe("e2e: published ports through the agent's conflist (portmap)", function
     await client.ip("link", "set", "eth0", "up");
     const conflistPath = path.join(dir, "10-weft.conflist");
     fs.writeFileSync(conflistPath, JSON.stringify(buildConflist({ name: "pods", vni: 77, subnet: "10.97.3.0/24", mtu: 1450 }, dir)));
-    inv = { conflistPath, netnsPath: pod.path, containerId: "pp-web", hostNetns: host.name, portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "tcp" }] };
+    endpoints = new EndpointServer({ stateDir: dir });
+    await endpoints.start();
+    inv = { conflistPath, netnsPath: pod.path, containerId: "pp-web", hostNetns: host.name, binDir: cniBinDir(path.join(dir, "bin")), portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "tcp" }] };
   });
 
   after(async () => {
     server?.kill("SIGKILL");
+    await endpoints?.stop();
     await deleteNamespacesWithPrefix(prefix);
     fs.rmSync(dir, { recursive: true, force: true });
   });

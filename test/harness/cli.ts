@@ -3,6 +3,7 @@
 // in which case the sources through tsx, so a stale build is never tested.
 import fs from "node:fs";
 import path from "node:path";
+import { makeCniBinDir } from "../../pkg/lab/cluster.js";
 
 export const REPO = path.resolve(import.meta.dirname, "../..");
 
@@ -29,12 +30,5 @@ export function commandArgv(cmd: "weftctl" | "weft-controller" | "weft-agent" | 
  * type name in CNI_PATH).
  */
 export function cniBinDir(dir: string, system = "/usr/lib/cni"): string {
-  fs.mkdirSync(dir, { recursive: true });
-  for (const name of fs.readdirSync(system)) {
-    const link = path.join(dir, name);
-    if (!fs.existsSync(link)) fs.symlinkSync(path.join(system, name), link);
-  }
-  const argv = commandArgv("weft-cni").map((a) => `'${a}'`).join(" ");
-  fs.writeFileSync(path.join(dir, "weft"), `#!/bin/sh\nexec '${process.execPath}' ${argv} "$@"\n`, { mode: 0o755 });
-  return dir;
+  return makeCniBinDir(dir, commandArgv("weft-cni"), system);
 }

@@ -90,7 +90,7 @@ export class SimAgent {
   }
 
   private merge(u: ConfigUpdate): void {
-    if (u.snapshot || u.networks.length > 0 || u.removedNetworks.length > 0) {
+    if (u.snapshot || u.networks.length > 0 || u.removedNetworks.length > 0 || u.endpointUpdates.length > 0) {
       this.desired = applyConfigUpdate(this.desired, u);
       return;
     }

@@ -173,7 +173,7 @@ describe("weftctl: spec documents, tables and the command tree (pure)", () => {
     const program = buildProgram();
     walk(program, "");
     assert.deepEqual(paths.sort(), [
-      "weftctl", "weftctl lease", "weftctl lease list", "weftctl network", "weftctl network apply", "weftctl network create",
+      "weftctl", "weftctl endpoint", "weftctl endpoint list", "weftctl lease", "weftctl lease list", "weftctl network", "weftctl network apply", "weftctl network create",
       "weftctl network delete", "weftctl network get", "weftctl network list", "weftctl node", "weftctl node list", "weftctl node remove",
     ]);
     const globals = program.helpInformation().replace(/\s+/g, " ");

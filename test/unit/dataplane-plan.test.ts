@@ -303,10 +303,11 @@ describe("dataplane: iptables rules (pure)", () => {
 });
 
 describe("cni: conflist (pure)", () => {
-  it("bridge with the gateway and host-local over the node's subnet under the state dir, then portmap", () => {
+  it("bridge with the gateway and host-local over the node's subnet under the state dir, then weft (the agent's socket), then portmap", () => {
     const c = buildConflist({ name: "blue", vni: 42, subnet: "10.244.1.0/24", mtu: 1450 }, "/var/lib/weft") as { plugins: Record<string, unknown>[]; cniVersion: string };
     assert.equal(c.cniVersion, "1.0.0");
-    assert.deepEqual(c.plugins.map((p) => p.type), ["bridge", "portmap"]);
+    assert.deepEqual(c.plugins.map((p) => p.type), ["bridge", "weft", "portmap"]);
+    assert.deepEqual(c.plugins[1], { type: "weft", network: "blue", socket: "/var/lib/weft/cni.sock" });
     assert.deepEqual(c.plugins[0], {
       type: "bridge", bridge: "weftbr42", isGateway: true, ipMasq: false, hairpinMode: true, mtu: 1450,
       ipam: { type: "host-local", ranges: [[{ subnet: "10.244.1.0/24", gateway: "10.244.1.1" }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: "/var/lib/weft/cni/networks" },
