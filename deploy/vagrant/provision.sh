@@ -44,6 +44,9 @@ install -m 0755 deploy/vagrant/weft-pod.sh /usr/local/bin/weft-pod
 mkdir -p /etc/cni/net.d /var/lib/weft
 # Debian installs the CNI plugins in /usr/lib/cni; container runtimes look in /opt/cni/bin.
 mkdir -p /opt/cni/bin && for p in /usr/lib/cni/*; do ln -sf "$p" /opt/cni/bin/; done
+# Weft's own plugin, chained in every conflist the agent writes (it reports each pod's
+# interface to the agent's socket in /var/lib/weft).
+chmod +x dist/cmd/weft-cni/main.js && ln -sf "$DEST/dist/cmd/weft-cni/main.js" /opt/cni/bin/weft
 
 # The uplink: the interface holding the private address (eth1 on debian/bookworm64), never
 # the NAT interface eth0, whose address is the same on every VM.

@@ -11,7 +11,8 @@
 #   ip netns exec NAME dig OTHER       (networks with dns on: resolv.conf from the CNI result)
 set -euo pipefail
 CONF_DIR=${WEFT_CNI_CONF_DIR:-/etc/cni/net.d}
-CNI_BIN=${CNI_PATH:-/usr/lib/cni}
+# /opt/cni/bin: Debian's plugins and Weft's `weft` (linked there by the provisioning).
+CNI_BIN=${CNI_PATH:-/opt/cni/bin}
 STATE=/run/weft-pod
 PREFIX=pod-
 

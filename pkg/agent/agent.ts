@@ -469,6 +469,10 @@ export class Agent {
     else if (report.changes > 0) this.log.info(logFields, "config applied");
     this.subnets = Object.fromEntries([...this.programmed.values()].map((n) => [n.name, n.subnet]));
     this.metrics?.setPeers(this.dataplane!.peerCounts());
+    if (this.metrics) {
+      this.metrics.endpoints.reset();
+      for (const [name, n] of this.model.config.networks) if (n.endpoints.size > 0) this.metrics.endpoints.set({ network: name }, n.endpoints.size);
+    }
     this.syncDns();
     // Each stream hears once per revision the kernel holds (a new stream too, for the same revision).
     if (epoch > 0 && (revision !== this.applied || epoch !== this.ackedEpoch)) {

@@ -3,7 +3,7 @@
 // dataplane last heard: whether any network's spec changed, and which peers.
 // Raw updates are coalesced here; each changed peer is converted once, when
 // the next flush starts. Pure.
-import type { ConfigUpdate, DesiredConfig, DesiredNetwork, NetworkConfig, Peer } from "../api/index.js";
+import { endpointKey, type ConfigUpdate, type DesiredConfig, type DesiredNetwork, type NetworkConfig, type Peer } from "../api/index.js";
 import { normalizeMac, parseCidr } from "../ip/index.js";
 import type { NetworkSpec } from "../dataplane/types.js";
 
@@ -134,7 +134,7 @@ export class ConfigModel {
       const old = nets.get(name);
       if (old) this.removeNetwork(name, old);
     }
-    for (const c of u.networks) this.putNetwork(c);
+    for (const c of u.networks) this.putNetwork(c, u.snapshot);
     for (const pu of u.peerUpdates) {
       const net = nets.get(pu.network);
       if (!net || !pu.peer) continue;
@@ -146,6 +146,13 @@ export class ConfigModel {
         this.touch(pu.network, name);
       }
     }
+    // Endpoints after peers (the contract's order), in place like the peers.
+    for (const eu of u.endpointUpdates) {
+      const net = nets.get(eu.network);
+      if (!net || !eu.endpoint) continue;
+      if (eu.removed) net.endpoints.delete(endpointKey(eu.endpoint));
+      else net.endpoints.set(endpointKey(eu.endpoint), eu.endpoint);
+    }
     this.config.revision = Math.max(u.snapshot ? 0 : this.config.revision, u.revision);
   }
 
@@ -155,14 +162,15 @@ export class ConfigModel {
     for (const node of old.peers.keys()) this.touch(name, node);
   }
 
-  private putNetwork(c: NetworkConfig): void {
+  /** `fresh` (a snapshot): the network's endpoints start empty, the snapshot carries the complete set. */
+  private putNetwork(c: NetworkConfig, fresh = false): void {
     const old = this.config.networks.get(c.name);
     const { peers: list, ...fields } = c;
     const peers = new Map(list.map((p) => [p.nodeName, p]));
     if (!old || !sameFields(old, fields)) this.changes.networksChanged = true;
     for (const [node, p] of peers) if (!samePeer(old?.peers.get(node), p)) this.touch(c.name, node);
     for (const node of old?.peers.keys() ?? []) if (!peers.has(node)) this.touch(c.name, node);
-    this.config.networks.set(c.name, { ...fields, peers, endpoints: old?.endpoints ?? new Map() });
+    this.config.networks.set(c.name, { ...fields, peers, endpoints: (!fresh && old?.endpoints) || new Map() });
   }
 
   /** What changed since the last call; the model starts collecting afresh. */

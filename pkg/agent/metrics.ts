@@ -11,6 +11,7 @@ export interface AgentMetrics {
   updates: prom.Counter<"kind">;
   networksSkipped: prom.Gauge;
   peersSkipped: prom.Gauge;
+  endpoints: prom.Gauge<"network">;
   /** Sets the peers gauge to exactly these networks, dropping networks that are gone. */
   setPeers(counts: Record<string, number>): void;
 }
@@ -23,6 +24,7 @@ export function agentMetrics(registry: Registry): AgentMetrics {
   const updates = new prom.Counter({ name: "weft_agent_config_updates_total", help: "Config updates received from the controller, by kind (snapshot, delta)", labelNames: ["kind"] as const, registers: [registry] });
   const networksSkipped = new prom.Gauge({ name: "weft_agent_networks_unprogrammed", help: "Networks the node belongs to but cannot program (no subnet, invalid config); see the log for why", registers: [registry] });
   const peersSkipped = new prom.Gauge({ name: "weft_agent_peers_unprogrammed", help: "Peers the controller sent that are not programmed (incomplete, malformed or clashing with another peer); see the log for why", registers: [registry] });
+  const endpoints = new prom.Gauge({ name: "weft_agent_endpoints", help: "Endpoints the controller sent for each network that gets them (switched, or dns on), this node's own included", labelNames: ["network"] as const, registers: [registry] });
   let known = new Set<string>();
   return {
     controllerConnected,
@@ -32,6 +34,7 @@ export function agentMetrics(registry: Registry): AgentMetrics {
     updates,
     networksSkipped,
     peersSkipped,
+    endpoints,
     setPeers(counts) {
       for (const n of known) if (!(n in counts)) peers.remove({ network: n });
       for (const [n, c] of Object.entries(counts)) peers.set({ network: n }, c);

@@ -126,7 +126,13 @@ describe("deploy/ manifests", function () {
     const plugins = /for p in ([a-z -]+); do/.exec(init.command.join(" "))![1].trim().split(" ");
     const installed = String((await execa("dpkg", ["-L", "containernetworking-plugins"])).stdout).split("\n");
     for (const p of plugins) assert.ok(installed.includes(`/usr/lib/cni/${p}`), `containernetworking-plugins has no /usr/lib/cni/${p}`);
-    // The conflist the agent writes names only plugins the init container provides.
+    // The conflist the agent writes names only plugins the init containers provide: Debian's, and `weft` from the build output.
     assert.ok(["bridge", "host-local", "portmap"].every((p) => plugins.includes(p)), plugins.join(" "));
+    const weft = (get("DaemonSet", "weft-agent").spec.template.spec.initContainers as Container[]).find((c) => c.name === "install-weft-plugin")!;
+    const script = weft.command.join(" ");
+    assert.match(script, /mv \$d\/weft\.tmp \$d\/weft$/, "installs the plugin under its type name, by rename");
+    const bundle = /cp (\/app\/dist\/\S+) /.exec(script)![1];
+    assert.ok(fs.existsSync(path.join(ROOT, bundle.replace(/^\/app\//, ""))), `${bundle} is not built (make build)`);
+    assert.match(dockerfile, /hack\/bundle-agent\.sh/, "the image's build stage bundles the plugin");
   });
 });

@@ -97,6 +97,20 @@ describe("agent: config model (in place, with what changed)", () => {
     assert.deepEqual(changed(m), { networks: true, peers: { red: ["node-r"], blue: ["node-c", "node-e"] } });
   });
 
+  it("keeps endpoints per network: updates applied in place, kept across a delta's header, replaced by a snapshot", () => {
+    const e = (node: string, id: string, ip: string) => ({ id, nodeName: node, network: "blue", name: id, aliases: [], ips: [ip], mac: "02:00:00:00:00:01" });
+    const m = new ConfigModel();
+    m.apply({ ...snapshot(7, net("blue")), endpointUpdates: [{ network: "blue", endpoint: e("node-b", "c1/eth0", "10.1.0.5"), removed: false }, { network: "nowhere", endpoint: e("x", "c9/eth0", "10.9.0.1"), removed: false }] });
+    const eps = () => [...m.config.networks.get("blue")!.endpoints.keys()].sort();
+    assert.deepEqual(eps(), ["node-b/c1/eth0"]);
+    m.apply({ revision: 8, snapshot: false, networks: [net("blue", { mtu: 1400 })], removedNetworks: [], peerUpdates: [], endpointUpdates: [{ network: "blue", endpoint: e("node-c", "c2/eth0", "10.1.1.5"), removed: false }] });
+    assert.deepEqual(eps(), ["node-b/c1/eth0", "node-c/c2/eth0"], "a header change keeps the endpoints");
+    m.apply({ revision: 9, snapshot: false, networks: [], removedNetworks: [], peerUpdates: [], endpointUpdates: [{ network: "blue", endpoint: e("node-b", "c1/eth0", ""), removed: true }] });
+    assert.deepEqual(eps(), ["node-c/c2/eth0"]);
+    m.apply({ ...snapshot(10, net("blue")), endpointUpdates: [{ network: "blue", endpoint: e("node-d", "c3/eth0", "10.1.2.5"), removed: false }] });
+    assert.deepEqual(eps(), ["node-d/c3/eth0"], "a snapshot carries the complete set");
+  });
+
   it("changes taken by a flush that did not run can be put back", () => {
     const m = new ConfigModel();
     m.apply(snapshot(1, net("blue")));
