@@ -29,6 +29,9 @@ describe("cni: conflist file", () => {
   it("the resolver handed to pods of a dns network: its gateway, then <network>.<domain> and <domain> to search", () => {
     assert.deepEqual(cniDns(net, "weft.internal"), { nameservers: ["10.244.5.1"], search: ["blue.weft.internal", "weft.internal"] });
     assert.deepEqual(cniDns({ ...net, mode: "switched" }, "lab.test."), { nameservers: ["10.244.0.1"], search: ["blue.lab.test", "lab.test"] }, "switched: the CIDR's first host, the same on every node");
+    const weft = (c: Record<string, unknown>) => (c.plugins as Record<string, unknown>[]).find((p) => p.type === "weft")!;
+    assert.deepEqual(weft(buildConflist({ ...net, resolver: cniDns(net, "weft.internal") }, "/s")).dns, cniDns(net, "weft.internal"), "the weft plugin puts it into the result");
+    assert.equal("dns" in weft(buildConflist(net, "/s")), false, "dns off: no resolver handed out");
   });
 
   it("rejects a subnet that is not a CIDR, naming it", () => {
