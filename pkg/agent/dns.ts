@@ -59,6 +59,8 @@ interface Slot {
   network: string;
   address: string;
   cidr: string;
+  /** The records it serves: a network whose dns went off and on again gets new ones, and a new server. */
+  records?: NetworkRecords;
   server?: DnsServer;
   /** When the first failed bind of the current address happened; undefined while listening. */
   failingSince?: number;
@@ -154,7 +156,8 @@ export class AgentDns {
     }
     for (const [name, slot] of [...this.slots]) {
       const w = want.get(name);
-      if (!w || w.address !== slot.address || w.cidr !== slot.cidr) void this.stopSlot(slot);
+      const stale = slot.records !== undefined && slot.records !== this.records.get(name);
+      if (!w || w.address !== slot.address || w.cidr !== slot.cidr || stale) void this.stopSlot(slot);
     }
     for (const [name, w] of want) {
       if (this.slots.has(name)) continue;
@@ -178,6 +181,7 @@ export class AgentDns {
     if (slot.stopped) return;
     const records = this.records.get(slot.network);
     if (!records) return void this.stopSlot(slot);
+    slot.records = records;
     const cidr = parseCidr(slot.cidr);
     const server = new m.DnsServer({
       address: slot.address,

@@ -89,6 +89,21 @@ describe("integration: agent DNS glue (records from the stream, servers on the g
     assert.equal(dns.recordsOf("pods"), undefined, "records of a network without dns are dropped");
   });
 
+  it("dns off and on again between two applies: the server serves the new records, not the dropped ones", async () => {
+    const on = netConfig("pods", true);
+    dns.onUpdate(update({ snapshot: true, networks: [on], endpointUpdates: [{ network: "pods", endpoint: ep("a", "old/eth0", "old", ["10.244.9.9"]), removed: false }] }));
+    dns.sync([programmed(on)], registry);
+    await until("the server to listen", () => dns.listening.length === 1);
+    assert.deepEqual(await short("old"), ["10.244.9.9"]);
+    dns.onUpdate(update({ networks: [netConfig("pods", false)] }));
+    dns.onUpdate(update({ networks: [on], endpointUpdates: [{ network: "pods", endpoint: ep("a", "new/eth0", "new", ["10.244.9.10"]), removed: false }] }));
+    dns.sync([programmed(on)], registry);
+    await until("the new records to be served", async () => dns.listening.length === 1 && (await short("new")).join() === "10.244.9.10");
+    assert.match(await dig("old.pods.weft.internal"), /status: NXDOMAIN/);
+    dns.onUpdate(update({ networks: [netConfig("pods", false)] }));
+    dns.sync([], registry);
+  });
+
   it("a bind that cannot succeed is retried with backoff, counted, and reported once it lasts", async () => {
     // 192.0.2.1 (TEST-NET-1) is on no interface here: EADDRNOTAVAIL, as before the dataplane has put the gateway on the bridge.
     const far = netConfig("far", true, { cidr: "192.0.2.0/24", subnet: "192.0.2.0/24" });
