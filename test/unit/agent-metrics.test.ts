@@ -20,6 +20,7 @@ describe("agent: connection-side metrics", () => {
       "weft_agent_applied_revision",
       "weft_agent_config_updates_total",
       "weft_agent_controller_connected",
+      "weft_agent_endpoints",
       "weft_agent_networks_unprogrammed",
       "weft_agent_peers",
       "weft_agent_peers_unprogrammed",
