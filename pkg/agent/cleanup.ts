@@ -4,6 +4,8 @@ import path from "node:path";
 import type { Logger } from "../log/index.js";
 import type { DataplanePort } from "../dataplane/types.js";
 import { removeState, statePath } from "./state.js";
+import { ENDPOINTS_FILE } from "../cni/endpoint-server.js";
+import { ENDPOINT_SOCKET } from "../cni/endpoint.js";
 
 /** Where CNI host-local keeps its allocations, under the state dir (so agents sharing a machine do not collide). */
 export const CNI_DATA_SUBDIR = "cni";
@@ -25,6 +27,8 @@ export async function cleanupNode(opts: CleanupOptions): Promise<void> {
   await dataplane.cleanup();
   await removeState(stateDir);
   await fs.rm(path.join(stateDir, CNI_DATA_SUBDIR), { recursive: true, force: true });
+  // The CNI plugin's socket and the endpoints reported through it (the registry's files).
+  for (const f of [ENDPOINTS_FILE, ENDPOINT_SOCKET]) await fs.rm(path.join(stateDir, f), { force: true });
   // Left-over temp files of an interrupted state write.
   const base = path.basename(statePath(stateDir));
   const entries = await fs.readdir(stateDir).catch(() => [] as string[]);
