@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # containerd..libc6-dev: make kube-lab and test/kube-nodes (one containerd per node; images built here).
 packages=(etcd-server etcd-client iproute2 iptables containernetworking-plugins
-  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash dnsutils iperf3
+  iputils-ping tcpdump ethtool ruby jq procps ca-certificates curl openssl systemd bash dnsutils dnsperf iperf3
   containerd runc conntrack buildah mmdebstrap busybox-static gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -4,8 +4,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import { Agent, cleanupNode, DEFAULT_RESYNC_INTERVAL_MS, DEFAULT_STUCK_THRESHOLD_MS, parseControllerAddresses } from "../../pkg/agent/index.js";
-import { Command, envOption, parseBool, parseDuration, parseLabels, runMain } from "../../pkg/cli/index.js";
+import { Command, envOption, InvalidArgumentError, parseBool, parseDuration, parseLabels, parseList, runMain } from "../../pkg/cli/index.js";
 import { newLogger } from "../../pkg/log/index.js";
+import { DEFAULT_DNS_DOMAIN } from "../../pkg/dns/records.js";
+import { parseUpstream, type Upstream } from "../../pkg/dns/upstreams.js";
 
 interface Flags {
   nodeName: string;
@@ -26,6 +28,8 @@ interface Flags {
   iptablesBackend: "auto" | "legacy" | "nft";
   commandTimeout: number;
   stuckThreshold: number;
+  dnsDomain: string;
+  dnsUpstream: Upstream[];
   logLevel: string;
 }
 
@@ -48,9 +52,25 @@ const program = new Command("weft-agent")
   .addOption(envOption("--iptables-backend <auto|legacy|nft>", "iptables backend to write to; auto: the one holding the host's rules (as kube-proxy's iptables-wrapper decides)", "auto").argParser(parseBackend))
   .addOption(envOption("--command-timeout <duration>", "kill a kernel command (ip, bridge, iptables) that runs longer than this; reads are retried", 10_000, "10s").argParser(parseDuration))
   .addOption(envOption("--stuck-threshold <duration>", "/healthz fails when a kernel command or an apply is stuck longer than this, or changes wait this long without a successful apply", DEFAULT_STUCK_THRESHOLD_MS, "60s").argParser(parseDuration))
+  .addOption(envOption("--dns-domain <domain>", "networks with dns on answer <name> and <name>.<network>.<domain> on their gateway address", DEFAULT_DNS_DOMAIN).argParser(parseDomain))
+  .addOption(envOption("--dns-upstream <ip[:port],...>", "where the embedded DNS forwards names it does not hold", [], "the host's /etc/resolv.conf").argParser(parseUpstreams))
   .addOption(envOption("--cleanup [bool]", "remove every kernel object, rule and file Weft created on this node, then exit", false).argParser(parseBool))
   .addOption(envOption("--log-level <level>", "trace, debug, info, warn, error", "info"))
   .showHelpAfterError();
+
+function parseDomain(v: string): string {
+  const d = v.toLowerCase().replace(/\.$/, "");
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(d) || d.length > 200) throw new InvalidArgumentError(`"${v}" is not a domain name (labels of a-z, 0-9 and -, separated by dots)`);
+  return d;
+}
+
+function parseUpstreams(v: string): Upstream[] {
+  try {
+    return parseList(v).map(parseUpstream);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
 
 function parseBackend(v: string): "auto" | "legacy" | "nft" {
   if (v === "auto" || v === "legacy" || v === "nft") return v;
@@ -87,6 +107,8 @@ await runMain(async () => {
     iptablesBackend: f.iptablesBackend,
     commandTimeoutMs: f.commandTimeout,
     stuckThresholdMs: f.stuckThreshold,
+    dnsDomain: f.dnsDomain,
+    dnsUpstreams: f.dnsUpstream,
     log,
   });
   await agent.start();

@@ -21,6 +21,8 @@ import type { HostProbe } from "./host.js";
 import type { AgentMetrics } from "./metrics.js";
 import { configFromState, loadState, randomMac, saveMacsSync, StateJournal, stateFromConfig } from "./state.js";
 import { AGENT_VERSION } from "./version.js";
+import { AgentDns } from "./dns.js";
+import type { Upstream } from "../dns/upstreams.js";
 import { channelCredentials, type TokenAuth } from "./credentials.js";
 
 export type { HostProbe };
@@ -74,6 +76,12 @@ export interface AgentOptions {
   retryBaseMs?: number;
   /** State journal compaction delay (tests use small values). */
   stateCompactMs?: number;
+  /** DNS zone suffix for networks with dns on (default weft.internal). */
+  dnsDomain?: string;
+  /** Where DNS forwards names it does not hold; empty or absent: the host's /etc/resolv.conf. */
+  dnsUpstreams?: Upstream[];
+  /** Tests and benchmarks only: DNS port (default 53). */
+  dnsPort?: number;
 }
 
 interface FlushResult {
@@ -117,11 +125,20 @@ export class Agent {
   private everConnected = false;
   private applied = 0;
   private started = false;
+  /** Embedded DNS for networks with dns on; absent when the dataplane is another namespace's (sockets open here, not there). */
+  private readonly dns?: AgentDns;
+  private dnsWarned = false;
 
   constructor(private readonly opts: AgentOptions) {
     this.nodeName = opts.nodeName ?? os.hostname().toLowerCase();
     this.log = (opts.log ?? newLogger("weft-agent")).child({ node: this.nodeName });
     this.reg = opts.registry;
+    if (!opts.netns) this.dns = new AgentDns({ log: this.log, domain: opts.dnsDomain, upstreams: opts.dnsUpstreams, port: opts.dnsPort, bindRetryBaseMs: opts.retryBaseMs });
+  }
+
+  /** Networks whose DNS server listens now, and where. */
+  get dnsListening(): { network: string; address: string }[] {
+    return this.dns?.listening ?? [];
   }
 
   /** The agent's metrics registry (the one given, or its own once started). */
@@ -175,7 +192,7 @@ export class Agent {
     const bound = this.opts.stuckThresholdMs ?? DEFAULT_STUCK_THRESHOLD_MS;
     const stuck = this.dataplane?.stuckSeconds() ?? 0;
     if (stuck * 1000 > bound) return `a kernel command has been running for ${Math.round(stuck)} s`;
-    return this.loop?.stuck(bound);
+    return this.loop?.stuck(bound) ?? this.dns?.unhealthy(bound);
   }
 
   async start(): Promise<void> {
@@ -292,6 +309,7 @@ export class Agent {
             disableTxChecksumOffload: opts.disableTxChecksumOffload,
             iptablesBackend: opts.iptablesBackend,
             commandTimeoutMs: opts.commandTimeoutMs,
+            dnsDomain: this.dns?.domain,
           }),
         );
     this.dataplane = await this.dataplaneReady;
@@ -329,6 +347,7 @@ export class Agent {
     this.relay?.stop();
     await this.endpointServer?.stop();
     await this.loop?.stop();
+    await this.dns?.stop();
     this.dataplane?.close?.();
     this.journal?.close();
     await this.metricsServer?.close();
@@ -387,6 +406,8 @@ export class Agent {
     // Journal first: once recorded, a kill at any later instant restores at least this.
     this.journal?.record(u);
     this.model.apply(u);
+    // Names follow the stream at once, without waiting for the kernel.
+    this.dns?.onUpdate(u);
     this.epoch = stream.epoch;
     this.ensureMacs();
     this.loop?.submit();
@@ -498,6 +519,7 @@ export class Agent {
       this.metrics.endpoints.reset();
       for (const [name, n] of this.model.config.networks) if (n.endpoints.size > 0) this.metrics.endpoints.set({ network: name }, n.endpoints.size);
     }
+    this.syncDns();
     // Each stream hears once per revision the kernel holds (a new stream too, for the same revision).
     if (epoch > 0 && (revision !== this.applied || epoch !== this.ackedEpoch)) {
       this.applied = revision;
@@ -509,6 +531,17 @@ export class Agent {
         this.log.info({ revision }, "first snapshot applied: ready");
       }
     }
+  }
+
+  /** DNS servers follow the programmed networks: the gateway address is on the bridge once an apply has put it there. */
+  private syncDns(): void {
+    const nets = [...this.programmed.values()].map((s) => ({ ...s, dns: !!this.model.config.networks.get(s.name)?.dns }));
+    if (!this.dns) {
+      if (!this.dnsWarned && nets.some((n) => n.dns)) this.log.warn("DNS not served: this agent programs another network namespace (tests only)");
+      this.dnsWarned ||= nets.some((n) => n.dns);
+      return;
+    }
+    this.dns.sync(nets, this.registry);
   }
 
   private applyFailed(err: Error, reason: ApplyReason): void {

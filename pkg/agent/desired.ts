@@ -51,6 +51,7 @@ export function toNetworkSpec(net: NetworkFields, vtepMac: string | undefined): 
     natOutgoing: net.natOutgoing,
     isolated: net.isolated,
     flood: net.flood,
+    dns: net.dns,
     isDefault: net.default,
     subnet: net.subnet,
   };

@@ -50,6 +50,18 @@ export function switchedGatewayMac(vni: number): string {
   return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
 }
 
+/** What a pod's resolv.conf should say on a network with dns (the CNI result's `dns`). */
+export interface CniDns {
+  nameservers: string[];
+  search: string[];
+}
+
+/** The node's resolver for `net` (its gateway) and the search path `<network>.<domain>`, `<domain>`. */
+export function cniDns(net: { name: string; mode: "routed" | "switched"; cidr: string; subnet: string }, domain: string): CniDns {
+  const d = domain.replace(/\.$/, "");
+  return { nameservers: [gatewayAddress(net)], search: [`${net.name}.${d}`, d] };
+}
+
 export const CNI_VERSION = "1.0.0";
 export const DEFAULT_CNI_BIN_DIR = "/usr/lib/cni";
 
@@ -65,6 +77,8 @@ export interface CniNetwork {
   subnet: string;
   /** Effective overlay MTU (pods' interfaces get it). */
   mtu: number;
+  /** Set when the agent serves DNS on this network: the weft plugin puts it into the pod's CNI result. */
+  resolver?: CniDns;
 }
 
 /**
@@ -115,7 +129,8 @@ export function buildConflist(net: CniNetwork, stateDir: string): Record<string,
           dataDir: path.join(stateDir, "cni", "networks"),
         },
       },
-      weftPlugin(net.name, stateDir),
+      // dns: the weft plugin hands the node's resolver to the runtime in its result (pod resolv.conf).
+      { ...weftPlugin(net.name, stateDir), ...(net.resolver ? { dns: net.resolver } : {}) },
       { type: "portmap", capabilities: { portMappings: true }, snat: true },
     ],
   };

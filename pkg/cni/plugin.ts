@@ -32,6 +32,26 @@ export interface WeftPluginConfig {
   prevResult?: Record<string, unknown>;
   name: string;
   aliases: string[];
+  /** The agent's resolver for this network (dns on): put into the result for the runtime to write the pod's resolv.conf. */
+  dns?: { nameservers: string[]; search: string[] };
+}
+
+const IP_LIKE = /^[0-9a-fA-F:.]+$/;
+const SEARCH_DOMAIN = /^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$/;
+
+/** The config's `dns` (written by the agent for networks with dns on); a clear error naming the field otherwise. */
+function parseDns(v: unknown): WeftPluginConfig["dns"] {
+  if (v === undefined) return undefined;
+  const o = record(v);
+  if (!o) throw new CniError(CniCode.invalidConfig, "dns: must be an object with nameservers and search");
+  const list = (field: "nameservers" | "search", re: RegExp): string[] => {
+    const l = o[field] ?? [];
+    if (!Array.isArray(l) || l.some((x) => typeof x !== "string" || !re.test(x))) throw new CniError(CniCode.invalidConfig, `dns.${field}: must be a list of ${field === "nameservers" ? "IP addresses" : "domain names"}, got ${JSON.stringify(l)}`);
+    return l as string[];
+  };
+  const nameservers = list("nameservers", IP_LIKE);
+  if (nameservers.length === 0) throw new CniError(CniCode.invalidConfig, "dns.nameservers: at least one address is needed");
+  return { nameservers, search: list("search", SEARCH_DOMAIN) };
 }
 
 /** `K8S_POD_NAMESPACE=a;K8S_POD_NAME=b` → map. Malformed pairs are a CNI error, as libcni does. */
@@ -80,6 +100,7 @@ export function parseConfig(stdin: string, cniArgs: Record<string, string>): Wef
     prevResult: record(raw.prevResult),
     name: k8sName || ((weftArgs.name as string | undefined) ?? ""),
     aliases: aliases as string[],
+    dns: parseDns(raw.dns),
   };
 }
 
@@ -162,7 +183,8 @@ export async function runPlugin(env: PluginEnv, stdin: string, warn: (msg: strin
     case "ADD": {
       if (!env.containerId || !env.ifName || !env.netns) throw new CniError(CniCode.invalidEnv, "CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME are required for ADD");
       await ask({ op: "add", endpoint: endpointFromResult(conf, env) });
-      return JSON.stringify({ cniVersion: conf.cniVersion, ...(conf.prevResult ?? {}) });
+      // The result passes on unchanged, plus the network's resolver when the agent serves DNS on it (CNI result `dns`).
+      return JSON.stringify({ cniVersion: conf.cniVersion, ...(conf.prevResult ?? {}), ...(conf.dns ? { dns: conf.dns } : {}) });
     }
     case "CHECK": {
       await ask({ op: "check", endpoint: endpointFromResult(conf, env) });

@@ -8,7 +8,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { buildConflist, conflistName, syncConflists } from "../cni/index.js";
+import { buildConflist, cniDns, conflistName, syncConflists } from "../cni/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { CommandError, Runner } from "./exec.js";
@@ -40,6 +40,8 @@ export interface DataplaneOptions {
   iptablesBackend?: IptablesBackendChoice;
   /** Timeout of every kernel command (default 10 s). */
   commandTimeoutMs?: number;
+  /** The agent's --dns-domain: the search path conflists of dns networks hand to pods (absent: conflists carry no dns). */
+  dnsDomain?: string;
 }
 
 interface Metrics {
@@ -500,7 +502,8 @@ export class Dataplane implements DataplanePort {
     const def = nets.find((n) => n.isDefault) ?? (nets.length === 1 ? nets[0] : undefined);
     const want = new Map<string, object>();
     for (const n of nets) {
-      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, mode: n.mode, cidr: n.cidr, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu) }, this.opts.stateDir));
+      const resolver = n.dns && this.opts.dnsDomain ? { resolver: cniDns(n, this.opts.dnsDomain) } : {};
+      want.set(conflistName(n.name, n === def), buildConflist({ name: n.name, vni: n.vni, mode: n.mode, cidr: n.cidr, subnet: n.subnet, mtu: effectiveMtu(n, uplinkMtu), ...resolver }, this.opts.stateDir));
     }
     return syncConflists(this.opts.cniConfDir, want);
   }

@@ -38,6 +38,8 @@ export interface NetworkSpec {
   isolated: boolean;
   /** switched only: flood broadcast/multicast to every peer (00:00:00:00:00:00 FDB entries). */
   flood: boolean;
+  /** Agents serve DNS on the gateway: the conflist tells the weft plugin to put it in the pod's CNI result (dns.nameservers/search). */
+  dns?: boolean;
   /** The node's default network: its conflist is 10-weft.conflist (the others get weft-<network>.conflist). */
   isDefault: boolean;
   /** This node's subnet, e.g. "10.244.3.0/24". */

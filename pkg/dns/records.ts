@@ -69,6 +69,13 @@ export class NetworkRecords {
     }
   }
 
+  /** Forgets every endpoint (a snapshot resends the network's complete set). */
+  clear(): void {
+    this.endpoints.clear();
+    this.byName.clear();
+    this.turn.clear();
+  }
+
   remove(id: string): void {
     const old = this.endpoints.get(id);
     if (!old) return;

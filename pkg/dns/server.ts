@@ -35,6 +35,13 @@ export interface DnsServerOptions {
   forwardTimeoutMs?: number;
   metrics: DnsMetrics;
   log: Logger;
+  /**
+   * Whether a client address may ask (the agent: inside the network's CIDR).
+   * Others are dropped (UDP) or disconnected (TCP) without an answer, so a pod
+   * of another network cannot learn this network's names through the host's
+   * INPUT path, which isolation rules (FORWARD) do not cover. Absent: everyone.
+   */
+  allowClient?: (address: string) => boolean;
 }
 
 /** A reply for a query whose header could be read but nothing else: FORMERR, same id. */
@@ -71,6 +78,7 @@ export class DnsServer {
     });
     udp.on("error", (err) => this.opts.log.warn({ network: this.network, err: String(err) }, "DNS UDP socket error"));
     udp.on("message", (msg, rinfo) => {
+      if (!this.allowed(rinfo.address, "udp")) return;
       void this.answer(msg, "udp").then((reply) => {
         if (reply) udp.send(reply, rinfo.port, rinfo.address);
       });
@@ -104,7 +112,18 @@ export class DnsServer {
     if (tcp) await new Promise<void>((resolve) => tcp.close(() => resolve()));
   }
 
+  private allowed(address: string | undefined, transport: "udp" | "tcp"): boolean {
+    const allow = this.opts.allowClient;
+    if (!allow || (address !== undefined && allow(address.replace(/^::ffff:/, "")))) return true;
+    this.opts.metrics.refused.inc({ network: this.network, transport });
+    return false;
+  }
+
   private serveTcp(conn: net.Socket): void {
+    if (!this.allowed(conn.remoteAddress, "tcp")) {
+      conn.destroy();
+      return;
+    }
     this.connections.add(conn);
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on("close", () => this.connections.delete(conn));

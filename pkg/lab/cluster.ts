@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-import { cniAdd, cniDel, CONFLIST_NAME, DEFAULT_CNI_BIN_DIR } from "../cni/index.js";
+import { cniAdd, cniDel, CONFLIST_NAME, DEFAULT_CNI_BIN_DIR, type CniDns, type PortMapping } from "../cni/index.js";
 import { LabProcess, killRecorded } from "./process.js";
 import { waitFor } from "./ports.js";
 
@@ -48,6 +48,36 @@ export interface Pod {
   ip: string;
   /** The CNI conflist it was attached with. */
   conflist: string;
+  /** Every interface, in attachment order (addPodWith); eth0's is `ip`/`conflist`. */
+  attachments?: PodAttachment[];
+}
+
+export interface PodAttachment {
+  network: string;
+  ifName: string;
+  ip: string;
+  conflist: string;
+  /** The CNI result's `dns` (networks with dns on). */
+  dns?: CniDns;
+}
+
+export interface PodOptions {
+  /** Weft networks by name, attached in order as eth0, eth1, …; default: the host's default network. */
+  networks?: string[];
+  /** The endpoint's name (the weft plugin's args.weft.name); default: the pod's name without the cluster prefix. */
+  dnsName?: string;
+  aliases?: string[];
+  /** Published ports, on the first interface (`-p 8080:80`). */
+  portMappings?: PortMapping[];
+  suffix?: string;
+}
+
+/** Where `ip netns exec NAME` finds the namespace's own resolv.conf (bind-mounted over /etc/resolv.conf). */
+export const NETNS_ETC = "/etc/netns";
+
+/** resolv.conf text for a CNI result's `dns`. */
+export function resolvConfText(dns: CniDns): string {
+  return [...dns.nameservers.map((n) => `nameserver ${n}`), ...(dns.search.length ? [`search ${dns.search.join(" ")}`] : []), "options ndots:1", ""].join("\n");
 }
 
 export interface PingResult {
@@ -87,6 +117,10 @@ export async function removeNamespaces(prefix: string): Promise<number> {
     }
   }
   for (const ns of names) await sh("ip", ["netns", "del", ns], { reject: false });
+  // Pods' resolv.conf files (written from their CNI results): only ours, by prefix.
+  for (const d of fs.existsSync(NETNS_ETC) ? fs.readdirSync(NETNS_ETC) : []) {
+    if (d === prefix || d.startsWith(`${prefix}-`)) fs.rmSync(path.join(NETNS_ETC, d), { recursive: true, force: true });
+  }
   return names.length;
 }
 
@@ -123,6 +157,11 @@ export class Cluster {
     this.controlNs = `${opts.prefix}-ctl`;
     this.outsideNs = `${opts.prefix}-out`;
     this.cniBinDir = path.join(opts.runDir, "cni-bin");
+  }
+
+  /** Logs, PID files, state and CNI dirs of this cluster. */
+  get runDir(): string {
+    return this.opts.runDir;
   }
 
   get etcdEndpoint(): string {
@@ -282,8 +321,62 @@ export class Cluster {
     return pod;
   }
 
+  /** The conflist the host's agent wrote for `network` (10-weft.conflist for its default, weft-<network>.conflist otherwise). */
+  conflistFor(host: Host, network: string): string {
+    for (const f of fs.existsSync(host.cniConfDir) ? fs.readdirSync(host.cniConfDir).filter((x) => x.endsWith(".conflist")).sort() : []) {
+      const file = path.join(host.cniConfDir, f);
+      try {
+        if ((JSON.parse(fs.readFileSync(file, "utf8")) as { name?: string }).name === `weft-${network}`) return file;
+      } catch {
+        /* being rewritten; the other files may still match */
+      }
+    }
+    throw new Error(`${host.name} has no conflist for network ${network} (is the host a member, and its agent ready?)`);
+  }
+
+  /**
+   * A pod on `host` attached to each of `opts.networks` by name (eth0, eth1, …),
+   * named for DNS, optionally publishing ports. The first CNI result carrying
+   * `dns` becomes the pod's /etc/netns/<pod>/resolv.conf, as a runtime writes
+   * it from the result, so `ip netns exec <pod> dig name` uses the network's resolver.
+   */
+  async addPodWith(host: Host, opts: PodOptions = {}): Promise<Pod> {
+    const n = this.pods.filter((p) => p.host === host).length + 1;
+    const name = `${host.name}-p${opts.suffix ?? n}`;
+    const networks = opts.networks?.length ? opts.networks : undefined;
+    const conflists = networks ? networks.map((net) => ({ network: net, file: this.conflistFor(host, net) })) : [{ network: "", file: path.join(host.cniConfDir, CONFLIST_NAME) }];
+    const args = { weft: { name: opts.dnsName ?? name.slice(this.opts.prefix.length + 1), aliases: opts.aliases ?? [] } };
+    await sh("ip", ["netns", "add", name]);
+    const attachments: PodAttachment[] = [];
+    try {
+      for (const [i, c] of conflists.entries()) {
+        const ifName = `eth${i}`;
+        const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...(i === 0 && opts.portMappings ? { portMappings: opts.portMappings } : {}) });
+        const network = c.network || String((JSON.parse(fs.readFileSync(c.file, "utf8")) as { name: string }).name).replace(/^weft-/, "");
+        // bridge passes an empty `dns: {}` on; only a resolver with nameservers counts.
+        const dns = res.raw.dns as Partial<CniDns> | undefined;
+        attachments.push({ network, ifName, ip: res.ip, conflist: c.file, ...(dns?.nameservers?.length ? { dns: { nameservers: dns.nameservers, search: dns.search ?? [] } } : {}) });
+      }
+    } catch (err) {
+      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args }).catch(() => undefined);
+      await sh("ip", ["netns", "del", name], { reject: false });
+      throw err;
+    }
+    const dns = attachments.find((a) => a.dns)?.dns;
+    if (dns) {
+      fs.mkdirSync(path.join(NETNS_ETC, name), { recursive: true });
+      fs.writeFileSync(path.join(NETNS_ETC, name, "resolv.conf"), resolvConfText(dns));
+    }
+    const pod: Pod = { name, netns: name, host, ip: attachments[0].ip, conflist: attachments[0].conflist, attachments };
+    this.pods.push(pod);
+    return pod;
+  }
+
   async removePod(pod: Pod): Promise<void> {
-    await cniDel({ conflistPath: pod.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: "eth0", hostNetns: pod.host.netns, binDir: this.cniBinDir }).catch(() => undefined);
+    for (const a of [...(pod.attachments ?? [{ conflist: pod.conflist, ifName: "eth0" }])].reverse()) {
+      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir }).catch(() => undefined);
+    }
+    fs.rmSync(path.join(NETNS_ETC, pod.netns), { recursive: true, force: true });
     await sh("ip", ["netns", "del", pod.netns], { reject: false });
     this.pods.splice(this.pods.indexOf(pod), 1);
   }

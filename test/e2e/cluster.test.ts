@@ -131,6 +131,9 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
   it("weft-agent --cleanup leaves no Weft device, route, rule or file on the host", async () => {
     const h3 = c.hosts[2];
     for (const p of c.pods.filter((x) => x.host === h3)) await c.cluster.removePod(p);
+    // Cleanup is for a node whose agent is gone: a running one keeps journaling the
+    // controller's deltas (now also the endpoint removals just made) into its state dir.
+    await h3.agent?.stop();
     const res = await c.cluster.execIn(h3.netns, ["node", c.cluster.bin("weft-agent"), "--cleanup", "--state-dir", h3.stateDir, "--cni-conf-dir", h3.cniConfDir]);
     assert.ok(res.ok, res.stderr);
     const links = await json<{ ifname: string }>(c.cluster, h3.netns, "ip", "link", "show");

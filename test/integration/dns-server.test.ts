@@ -5,76 +5,21 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import net from "node:net";
-import dnsPacket, { type Answer } from "dns-packet";
+import dnsPacket from "dns-packet";
 import { execa } from "execa";
-import { DnsServer, dnsMetrics, NetworkRecords, type Upstream } from "../../pkg/dns/index.js";
+import { DnsServer, dnsMetrics, NetworkRecords, type Upstream as UpstreamAddress } from "../../pkg/dns/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { newRegistry } from "../../pkg/metrics/index.js";
+import { freePort, startUpstream, type Upstream } from "../harness/dns-upstream.js";
 
 const HOST = "127.0.0.1";
-
-async function freePort(): Promise<number> {
-  // A port free for both UDP and TCP.
-  for (;;) {
-    const srv = net.createServer();
-    const port = await new Promise<number>((resolve) => srv.listen(0, HOST, () => resolve((srv.address() as net.AddressInfo).port)));
-    const udp = dgram.createSocket("udp4");
-    const ok = await new Promise<boolean>((resolve) => {
-      udp.once("error", () => resolve(false));
-      udp.bind(port, HOST, () => resolve(true));
-    });
-    udp.close();
-    await new Promise((r) => srv.close(r));
-    if (ok) return port;
-  }
-}
-
-/** A stand-in for the host's resolver: answers *.example.test; big.example.test is truncated over UDP. */
-async function startUpstream(port: number): Promise<{ stop(): Promise<void>; queries: number }> {
-  const state = { queries: 0 };
-  const answerFor = (buf: Buffer, tcp: boolean): Buffer => {
-    state.queries++;
-    const q = dnsPacket.decode(buf);
-    const name = q.questions![0].name;
-    const big = name === "big.example.test";
-    const answers: Answer[] = name.endsWith("example.test") ? Array.from({ length: big ? 60 : 1 }, (_, i) => ({ type: "A" as const, name, ttl: 30, data: `192.0.2.${i + 1}` })) : [];
-    const flags = (big && !tcp ? dnsPacket.TRUNCATED_RESPONSE : 0) | (answers.length ? 0 : 3);
-    return dnsPacket.encode({ type: "response", id: q.id, flags, questions: q.questions, answers: big && !tcp ? [] : answers });
-  };
-  const udp = dgram.createSocket("udp4");
-  udp.on("message", (m, r) => udp.send(answerFor(m, false), r.port, r.address));
-  await new Promise<void>((r) => udp.bind(port, HOST, () => r()));
-  const tcp = net.createServer((c) => {
-    let buf = Buffer.alloc(0);
-    c.on("data", (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        const reply = answerFor(buf.subarray(2, 2 + buf.readUInt16BE(0)), true);
-        const head = Buffer.alloc(2);
-        head.writeUInt16BE(reply.length);
-        c.end(Buffer.concat([head, reply]));
-      }
-    });
-    c.on("error", () => c.destroy());
-  });
-  await new Promise<void>((r) => tcp.listen(port, HOST, () => r()));
-  return {
-    get queries() {
-      return state.queries;
-    },
-    stop: async () => {
-      udp.close();
-      await new Promise((r) => tcp.close(r));
-    },
-  };
-}
 
 describe("integration: embedded DNS resolver (dig against loopback)", function () {
   this.timeout(60_000);
   let port: number;
   let upstreamPort: number;
-  let upstream: Awaited<ReturnType<typeof startUpstream>> | undefined;
-  let upstreams: Upstream[];
+  let upstream: Upstream | undefined;
+  let upstreams: UpstreamAddress[];
   const records = new NetworkRecords("pods");
   const registry = newRegistry(false);
   let server: DnsServer;
@@ -84,9 +29,9 @@ describe("integration: embedded DNS resolver (dig against loopback)", function (
   const status = (out: string): string | undefined => /status: (\w+)/.exec(out)?.[1];
 
   before(async () => {
-    port = await freePort();
-    upstreamPort = await freePort();
-    upstream = await startUpstream(upstreamPort);
+    port = await freePort(HOST);
+    upstreamPort = await freePort(HOST);
+    upstream = await startUpstream(HOST, upstreamPort);
     upstreams = [{ host: HOST, port: upstreamPort }];
     records.put({ id: "a", name: "default/web-1", aliases: ["web"], ips: ["10.244.1.2"] });
     records.put({ id: "b", name: "db", aliases: ["web"], ips: ["10.244.2.2"] });
@@ -152,7 +97,25 @@ describe("integration: embedded DNS resolver (dig against loopback)", function (
     assert.equal(status(out), "SERVFAIL", out);
     assert.ok(took < 4000, `SERVFAIL after ${took} ms, the forward timeout is 1500 ms`);
     assert.deepEqual(await short("db"), ["10.244.2.2"]);
-    upstream = await startUpstream(upstreamPort);
+    upstream = await startUpstream(HOST, upstreamPort);
+  });
+
+  it("a client outside the allowed sources gets no answer, over UDP or TCP, and is counted", async () => {
+    const reg = newRegistry(false);
+    const m = dnsMetrics(reg);
+    const gport = await freePort(HOST);
+    const g = new DnsServer({ address: HOST, port: gport, records, upstreams: () => upstreams, metrics: m, log: silentLogger(), allowClient: (a) => a === "127.0.0.9" });
+    await g.start();
+    try {
+      const ask = async (...a: string[]) => String((await execa("dig", [`@${HOST}`, "-p", String(gport), "+tries=1", "+time=1", "+short", ...a], { reject: false })).stdout);
+      assert.equal(await ask("-b", "127.0.0.9", "db"), "10.244.2.2");
+      assert.match(await ask("db"), /timed out/, "from 127.0.0.1: UDP dropped");
+      assert.doesNotMatch(await ask("+tcp", "db"), /10\.244/, "from 127.0.0.1: TCP closed unanswered");
+      const refused = await reg.getSingleMetric("weft_agent_dns_refused_total")!.get();
+      assert.deepEqual(refused.values.map((v) => v.labels.transport).sort(), ["tcp", "udp"]);
+    } finally {
+      await g.stop();
+    }
   });
 
   it("fuzzed input gets FORMERR or nothing, and the server keeps answering", async () => {

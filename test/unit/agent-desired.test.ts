@@ -21,7 +21,7 @@ describe("agent: NetworkConfig -> NetworkSpec", () => {
   it("copies every network field, without the peers (they go to the dataplane one by one)", () => {
     const { specs, skipped } = toNetworkSpecs(config(net("blue")), {});
     assert.deepEqual(skipped, []);
-    assert.deepEqual(specs, [{ name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "10.244.1.0/24" }]);
+    assert.deepEqual(specs, [{ name: "blue", vni: 42, cidr: "10.244.0.0/16", mode: "routed", mtu: 1450, port: 4789, natOutgoing: true, isolated: true, flood: false, dns: false, isDefault: true, subnet: "10.244.1.0/24" }]);
   });
 
   it("passes the kept VTEP MAC of the network's device, normalised", () => {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { buildConflist, CONFLIST_NAME, conflistName, isWeftConflist, removeConflist, syncConflists, writeConflist } from "../../pkg/cni/index.js";
+import { buildConflist, cniDns, CONFLIST_NAME, conflistName, isWeftConflist, removeConflist, syncConflists, writeConflist } from "../../pkg/cni/index.js";
 import type { NetworkDesired } from "../../pkg/dataplane/index.js";
 
 const net: NetworkDesired = { name: "blue", vni: 7, cidr: "10.244.0.0/16", mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, flood: false, isDefault: true, subnet: "10.244.5.0/24", peers: [] };
@@ -24,6 +24,14 @@ describe("cni: conflist file", () => {
     assert.equal("mtu" in c.plugins[0], false);
     assert.deepEqual((c.plugins[0].ipam as { ranges: unknown }).ranges, [[{ subnet: "10.244.5.0/24", gateway: "10.244.5.1" }]]);
     assert.equal((buildConflist({ ...net, mtu: 1400 }, "/s") as { plugins: Record<string, unknown>[] }).plugins[0].mtu, 1400);
+  });
+
+  it("the resolver handed to pods of a dns network: its gateway, then <network>.<domain> and <domain> to search", () => {
+    assert.deepEqual(cniDns(net, "weft.internal"), { nameservers: ["10.244.5.1"], search: ["blue.weft.internal", "weft.internal"] });
+    assert.deepEqual(cniDns({ ...net, mode: "switched" }, "lab.test."), { nameservers: ["10.244.0.1"], search: ["blue.lab.test", "lab.test"] }, "switched: the CIDR's first host, the same on every node");
+    const weft = (c: Record<string, unknown>) => (c.plugins as Record<string, unknown>[]).find((p) => p.type === "weft")!;
+    assert.deepEqual(weft(buildConflist({ ...net, resolver: cniDns(net, "weft.internal") }, "/s")).dns, cniDns(net, "weft.internal"), "the weft plugin puts it into the result");
+    assert.equal("dns" in weft(buildConflist(net, "/s")), false, "dns off: no resolver handed out");
   });
 
   it("rejects a subnet that is not a CIDR, naming it", () => {

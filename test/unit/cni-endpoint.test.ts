@@ -72,6 +72,12 @@ describe("cni plugin config", () => {
     assert.deepEqual([ep.ips, ep.mac, ep.name, ep.id], [["10.244.1.7"], "02:00:00:00:00:03", "ns/p1", "abc/eth0"]);
   });
 
+  it("takes the network's resolver from dns (the agent writes it for networks with dns on)", () => {
+    const dns = { nameservers: ["10.244.1.1"], search: ["pods.weft.internal", "weft.internal"] };
+    assert.deepEqual(parseConfig(JSON.stringify({ cniVersion: "1.0.0", network: "pods", dns }), {}).dns, dns);
+    assert.equal(parseConfig(JSON.stringify({ cniVersion: "1.0.0", network: "pods" }), {}).dns, undefined);
+  });
+
   it("uses args.weft.name without Kubernetes", () => {
     assert.equal(parseConfig(JSON.stringify({ cniVersion: "0.4.0", network: "pods", args: { weft: { name: "db" } } }), {}).name, "db");
   });
@@ -81,6 +87,9 @@ describe("cni plugin config", () => {
     ["unknown version", JSON.stringify({ cniVersion: "9.9.9", network: "pods" }), {}, CniCode.incompatibleVersion, /cniVersion/],
     ["no network", JSON.stringify({ cniVersion: "1.0.0" }), {}, CniCode.invalidConfig, /network: the Weft network name is required/],
     ["relative socket", JSON.stringify({ cniVersion: "1.0.0", network: "pods", socket: "x.sock" }), {}, CniCode.invalidConfig, /socket: must be an absolute path/],
+    ["dns without nameservers", JSON.stringify({ cniVersion: "1.0.0", network: "pods", dns: { search: ["pods.weft.internal"] } }), {}, CniCode.invalidConfig, /dns\.nameservers: at least one/],
+    ["dns nameserver not an address", JSON.stringify({ cniVersion: "1.0.0", network: "pods", dns: { nameservers: ["gw; rm"] } }), {}, CniCode.invalidConfig, /dns\.nameservers: must be a list of IP addresses/],
+    ["dns search not names", JSON.stringify({ cniVersion: "1.0.0", network: "pods", dns: { nameservers: ["10.244.1.1"], search: [7] } }), {}, CniCode.invalidConfig, /dns\.search/],
     ["aliases not a list", JSON.stringify({ cniVersion: "1.0.0", network: "pods", args: { weft: { aliases: "a" } } }), {}, CniCode.invalidConfig, /args\.weft\.aliases/],
   ];
   for (const [what, stdin, args, code, re] of refusals) {
