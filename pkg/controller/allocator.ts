@@ -88,6 +88,41 @@ export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfCh
   return deps.limit(() => syncNodeNow(deps, intent, onlyIfChanged));
 }
 
+function sameStrings(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => b[k] === a[k]);
+}
+
+/**
+ * The common reconnect (controller restart, agent restart, network blip):
+ * when the view already holds exactly what the agent registers — same
+ * record, a live etcd lease, every member network's subnet leased to it with
+ * its current underlay IP and MAC, nothing to release — nothing needs
+ * writing and no etcd round trip is made. N agents reconnecting to a new
+ * controller then cost no etcd writes at all (they used to cost two reads
+ * and a txn each, only to refresh lastSeen). The caller renews the etcd
+ * lease right after (a reused lease may be close to expiry); should the view
+ * be stale and the node gone in etcd, the watch's delete ends the stream and
+ * the agent registers again through the full path.
+ */
+export function unchangedInView(model: Model, intent: NodeIntent): SyncResult | undefined {
+  const { reg, member } = intent;
+  const entry = model.nodes.get(reg.name);
+  if (!entry || entry.lease === "0") return undefined;
+  if (entry.underlayIP !== reg.underlayIP || entry.agentVersion !== reg.agentVersion || entry.uplinkMtu !== reg.uplinkMtu) return undefined;
+  if (!sameStrings(entry.labels, reg.labels) || !sameStrings(entry.vtepMacs, { ...entry.vtepMacs, ...reg.vtepMacs })) return undefined;
+  const memberNames = new Set(member.map((n) => n.name));
+  for (const net of Object.keys(entry.subnets)) if (!memberNames.has(net) && model.networks.has(net)) return undefined;
+  for (const spec of member) {
+    const subnet = entry.subnets[spec.name];
+    const lease = subnet ? model.leases.get(spec.name)?.get(subnet) : undefined;
+    if (!lease || lease.node !== reg.name || lease.vtepIP !== reg.underlayIP || lease.vtepMac !== (entry.vtepMacs[spec.name] ?? "")) return undefined;
+  }
+  for (const spec of member) intent.errors.delete(spec.name);
+  for (const net of [...intent.errors.keys()]) if (!memberNames.has(net)) intent.errors.delete(net);
+  return { revision: 0, leaseId: entry.lease, fresh: false };
+}
+
 async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChanged: boolean): Promise<SyncResult> {
   const { store, model, metrics, log } = deps;
   const { reg, member, errors } = intent;
