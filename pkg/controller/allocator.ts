@@ -7,6 +7,7 @@ import { parseCidr } from "../ip/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { ConflictError, PoolExhaustedError, type LeaseRecord, type NetworkSpec, type NodeRecord, type NodeRegistration, type NodeState, type Store } from "../store/index.js";
+import type { LeasePool } from "./lease-pool.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Model } from "./model.js";
 
@@ -18,6 +19,8 @@ export interface AllocatorDeps {
   leaseTtlSeconds: number;
   /** Bounds registrations in flight (a reconnect storm of N agents must not become N concurrent etcd transactions). */
   limit: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** etcd leases granted ahead (a new node's join then makes one etcd call, not two). */
+  leases?: LeasePool;
 }
 
 /** Runs at most `n` of the given tasks at once; the rest wait in order. */
@@ -130,6 +133,8 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
   const lost = new Map<string, Set<string>>();
   const backoff = new Backoff(2, 250);
   let granted: string | undefined;
+  // A pooled lease is young enough to need no renewal at once (lease-pool.ts): fresh like one granted now.
+  const grant = async () => (deps.leases ? (await deps.leases.take()).id : store.grantLease(deps.leaseTtlSeconds));
   try {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(backoff.next());
@@ -141,7 +146,7 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
       // keep-alive round trip here: the session's LeaseKeeper renews it right after the join.
       // Should it expire in between, the commit fails with "lease not found" and the next attempt re-reads.
       let leaseId = state.node?.lease ?? "0";
-      if (leaseId === "0") leaseId = granted ??= await store.grantLease(deps.leaseTtlSeconds);
+      if (leaseId === "0") leaseId = granted ??= await grant();
       else if (granted) {
         // Lost the race to register: the node has a live lease already.
         await store.revokeLease(granted).catch(() => undefined);
@@ -202,11 +207,12 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
         res = await store.commitNode(state, { record, leaseId, claims, rewrites, releases });
       } catch (err) {
         if (!/lease not found/i.test(String(err))) throw err;
+        if (leaseId === granted) granted = undefined; // it expired: the next attempt takes another
         continue; // the node's lease expired between the read and the write
       }
       if (res.ok) {
         const fresh = leaseId === granted;
-        if (fresh) granted = undefined;
+        if (leaseId === granted) granted = undefined;
         for (const c of claims) {
           metrics.allocations.inc({ network: c.network });
           log.info({ node: reg.name, network: c.network, subnet: c.subnet }, "subnet leased");

@@ -67,6 +67,12 @@ function procStatus(pid: number, field: "VmHWM" | "VmRSS"): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/** User + system CPU seconds a process has used (clock ticks of 100 Hz). */
+function procCpuS(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 async function startController(etcd: string, port: number, metricsPort: number): Promise<ChildProcess> {
   // BENCH_CPU_PROF=dir: a V8 CPU profile of each controller process, for finding where the time goes.
   const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF] : [];
@@ -126,6 +132,13 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const joinedS = (EPOCH() - t0) / 1000;
     const cold = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: n - 1 }, COLD_LIMIT_MS)));
     const coldS = (Math.max(...cold.map((r) => r.at)) - t0) / 1000;
+    {
+      // Where cold start time went: CPU seconds of the controller and of each fleet process, and join latency as the fleet saw it.
+      const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number }>({ cmd: "stats" })));
+      console.log(
+        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${st.map((x) => x.cpuS.toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+      );
+    }
     if (process.env.BENCH_CPU_PROF) {
       // Profiling the cold start only: a clean exit writes the profile.
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
@@ -156,9 +169,11 @@ async function scenario(n: number): Promise<(string | number)[]> {
     await killed(ctl);
     ctl = await startController(etcd.endpoint, port, metricsPort);
     procs.push(ctl);
+    const readyS = (EPOCH() - k0) / 1000;
     const restarted = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: total - 1, snapshotAfter: k0 })));
     const restartS = (Math.max(...restarted.map((r) => r.at)) - k0) / 1000;
     const peakRestart = procStatus(ctl.pid!, "VmHWM");
+    console.log(`n=${n} restart ${restartS.toFixed(2)} s: new controller ready after ${readyS.toFixed(2)} s, its CPU ${procCpuS(ctl.pid!).toFixed(1)} s, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
 
     // 10 agents that never read (their process is stopped) while 500 nodes join and are removed.
     const stalled = new Fleet();
@@ -214,6 +229,8 @@ export async function run(): Promise<void> {
       rows.push([n, `did not finish: ${(err as Error).message}${progressLine ? ` (last progress: ${progressLine})` : ""}`]);
     }
   }
+  // A profiling run measures the cold start only: not a result to publish.
+  if (process.env.BENCH_CPU_PROF) return;
   publish({
     id: "controller-scale",
     title: "Controller at scale: one weft-controller process, simulated agents in 2 worker processes (real gRPC streams, every update acked)",
