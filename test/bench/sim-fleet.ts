@@ -142,7 +142,18 @@ let network = "";
 let capacity = 0;
 const agents = new Map<number, Agent>();
 let clients: grpc.Client[] = [];
-const CHANNELS = 4;
+/**
+ * Channels (HTTP/2 connections) per fleet process, and each one's receive
+ * window. A real agent has a connection of its own with HTTP/2's 64 KiB
+ * window; here one connection carries ~N/32 agents' streams, and with the
+ * default window their snapshots would queue behind one 64 KiB connection
+ * window (a bottleneck of the simulation, not of the controller). 1 MiB per
+ * connection is about 16 agents' windows; a stream's window is 1 MiB too
+ * (more than an agent's), so the stalled agents can hold at most
+ * STALLED x 1 MiB in flight.
+ */
+const CHANNELS = 16;
+const FLOW_CONTROL_WINDOW = 1024 * 1024;
 const waiters: (() => boolean)[] = [];
 /** Join written -> first snapshot received, per connect (for finding where cold start time goes). */
 const joinMs: number[] = [];
@@ -200,6 +211,7 @@ async function handle(c: Command): Promise<void> {
           "grpc.max_receive_message_length": 64 * 1024 * 1024,
           // The agent dials a fresh channel per attempt (no channel backoff, its own 250 ms base); a channel shared by
           // many simulated agents must not add grpc-js' 1 s x 1.6 reconnect backoff on top of their 100-300 ms retry.
+          "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
           "grpc.initial_reconnect_backoff_ms": 100,
           "grpc.max_reconnect_backoff_ms": 300,
         }));
