@@ -165,6 +165,9 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const peakFirst = procStatus(ctl.pid!, "VmHWM");
 
     // SIGKILL + restart: until every agent has a snapshot from the new process with all peers.
+    const fleetCpu = async () => (await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number }>({ cmd: "stats" })))).map((x) => x.cpuS);
+    const fleetCpuBefore = await fleetCpu();
+    const etcdCpuBefore = procCpuS(etcd.pid!);
     const k0 = EPOCH();
     await killed(ctl);
     ctl = await startController(etcd.endpoint, port, metricsPort, process.env.BENCH_CPU_PROF_RESTART);
@@ -173,7 +176,7 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const restarted = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: total - 1, snapshotAfter: k0 })));
     const restartS = (Math.max(...restarted.map((r) => r.at)) - k0) / 1000;
     const peakRestart = procStatus(ctl.pid!, "VmHWM");
-    console.log(`n=${n} restart ${restartS.toFixed(2)} s: new controller ready after ${readyS.toFixed(2)} s, its CPU ${procCpuS(ctl.pid!).toFixed(1)} s, etcd CPU so far ${procCpuS(etcd.pid!).toFixed(1)} s, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+    console.log(`n=${n} restart ${restartS.toFixed(2)} s: new controller ready after ${readyS.toFixed(2)} s, its CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${(await fleetCpu()).map((c, i) => (c - fleetCpuBefore[i]).toFixed(1)).join(" + ")} s, etcd CPU ${(procCpuS(etcd.pid!) - etcdCpuBefore).toFixed(1)} s, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
     if (process.env.BENCH_CPU_PROF_RESTART) {
       const exited = new Promise((r) => ctl.once("exit", r));
       ctl.kill("SIGTERM");
