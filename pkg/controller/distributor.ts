@@ -22,16 +22,20 @@ const BUSY_FLUSH_INTERVAL_MS = 50;
 const BUSY_FLUSH_WRITES = 64;
 /**
  * Deltas in a storm: while peer entries change faster than STORM_CHANGES_PER_S
- * (N agents joining) and the event loop is busy (every delta costs a write,
- * an HTTP/2 frame, the agent's ack and decode), a stream gets at most one
- * delta per gap, and what arrives meanwhile coalesces into its next one. The
- * gap grows with the event loop's utilisation above CALM_ELU, up to
- * MAX_DELTA_GAP_MS. Changes at a human pace (one more join, a removal) go at
- * once however busy the machine is, and snapshots are never held back: a
- * joining agent waits for its snapshot.
+ * (N agents joining or leaving), a stream gets at most one delta per gap and
+ * what arrives meanwhile coalesces into its next one: every delta costs a
+ * write, an HTTP/2 frame, the agent's decode and ack, and in a storm those
+ * per-message costs were most of the controller's work. The gap is
+ * MIN_DELTA_GAP_MS, growing with the change rate (MAX_DELTA_GAP_MS at
+ * STORM_FULL_CHANGES_PER_S) and with the event loop's utilisation above
+ * CALM_ELU. Changes at a human pace (one more join, a removal) go at once
+ * however busy the machine is, and snapshots are never held back: a joining
+ * agent waits for its snapshot, its peers only for news.
  */
 const STORM_CHANGES_PER_S = 30;
+const STORM_FULL_CHANGES_PER_S = 400;
 const CALM_ELU = 0.6;
+const MIN_DELTA_GAP_MS = 100;
 const MAX_DELTA_GAP_MS = 500;
 /** Time constant of the utilisation's moving average. */
 const ELU_TAU_MS = 250;
@@ -234,8 +238,9 @@ export class Distributor {
     this.elu += (window.utilization - this.elu) * w;
     this.changeRate += ((this.changes * 1000) / dt - this.changeRate) * w;
     this.changes = 0;
-    const storm = this.changeRate >= STORM_CHANGES_PER_S && this.elu > CALM_ELU;
-    this.deltaGap = storm ? Math.min(MAX_DELTA_GAP_MS, (MAX_DELTA_GAP_MS * (this.elu - CALM_ELU)) / (1 - CALM_ELU)) : 0;
+    const byRate = (MAX_DELTA_GAP_MS * this.changeRate) / STORM_FULL_CHANGES_PER_S;
+    const byLoad = (MAX_DELTA_GAP_MS * (this.elu - CALM_ELU)) / (1 - CALM_ELU);
+    this.deltaGap = this.changeRate >= STORM_CHANGES_PER_S ? Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad)) : 0;
   }
 
   /** An agent acknowledged: what waited for it can go. */

@@ -233,15 +233,36 @@ export class EtcdKv {
    * requests of one stream one after the other.
    */
   async keepAlive(leaseId: string): Promise<number> {
-    return this.op("lease_keepalive", async () => {
-      const ka = await this.keepAliveStream(Number(BigInt(leaseId) % BigInt(KEEPALIVE_STREAMS)));
-      return new Promise<number>((resolve, reject) => {
-        let waiting = ka.waiting.get(leaseId);
-        if (!waiting) ka.waiting.set(leaseId, (waiting = []));
-        waiting.push({ resolve, reject });
-        ka.stream.write({ ID: leaseId });
+    const slot = Number(BigInt(leaseId) % BigInt(KEEPALIVE_STREAMS));
+    try {
+      return await this.op("lease_keepalive", async () => {
+        const ka = await this.keepAliveStream(slot);
+        return new Promise<number>((resolve, reject) => {
+          let waiting = ka.waiting.get(leaseId);
+          if (!waiting) ka.waiting.set(leaseId, (waiting = []));
+          waiting.push({ resolve, reject });
+          ka.stream.write({ ID: leaseId });
+        });
       });
-    });
+    } catch (err) {
+      // No answer in time (or a broken stream): a stream that went silent would fail every
+      // later renewal on it too, so it is dropped and the next renewal opens a new one.
+      this.dropKeepAliveStream(slot, err as Error);
+      throw err;
+    }
+  }
+
+  private dropKeepAliveStream(slot: number, err: Error): void {
+    const shared = this.keepAliveShared[slot];
+    if (!shared) return;
+    this.keepAliveShared[slot] = undefined;
+    void shared
+      .then((ka) => {
+        for (const ws of ka.waiting.values()) ws.forEach((w) => w.reject(err));
+        ka.waiting.clear();
+        ka.stream.end();
+      })
+      .catch(() => undefined);
   }
 
   private readonly keepAliveShared: (Promise<KeepAliveStream> | undefined)[] = [];

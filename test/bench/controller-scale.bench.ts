@@ -266,4 +266,4 @@ export async function run(): Promise<void> {
   });
 }
 
-const CHANNELS_NOTE = "each worker process opens 16 gRPC channels (1 MiB HTTP/2 receive window each) and one Join stream per agent";
+const CHANNELS_NOTE = "each worker process opens 32 gRPC channels (8 MiB HTTP/2 receive window each, see sim-fleet.ts) and one Join stream per agent";

@@ -145,15 +145,16 @@ let clients: grpc.Client[] = [];
 /**
  * Channels (HTTP/2 connections) per fleet process, and each one's receive
  * window. A real agent has a connection of its own with HTTP/2's 64 KiB
- * window; here one connection carries ~N/32 agents' streams, and with the
- * default window their snapshots would queue behind one 64 KiB connection
- * window (a bottleneck of the simulation, not of the controller). 1 MiB per
- * connection is about 16 agents' windows; a stream's window is 1 MiB too
- * (more than an agent's), so the stalled agents can hold at most
- * STALLED x 1 MiB in flight.
+ * window; here one connection carries N/64 agents' streams, and with the
+ * default window all their snapshots would queue behind one 64 KiB
+ * connection window (a bottleneck of the simulation, not of the controller:
+ * the N=5000 restart pushes 1.6 GB of snapshots). 8 MiB per connection is
+ * about as much window as its N/64 agents would have had at N=5000. grpc-js
+ * gives a stream the same window, more than an agent's 64 KiB (a real agent
+ * needs a few window round trips for a 325 KB snapshot).
  */
-const CHANNELS = 16;
-const FLOW_CONTROL_WINDOW = 1024 * 1024;
+const CHANNELS = 32;
+const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
 const waiters: (() => boolean)[] = [];
 /** Join written -> first snapshot received, per connect (for finding where cold start time goes). */
 const joinMs: number[] = [];
