@@ -92,6 +92,8 @@ export interface DistributorOptions {
   maxLagBytes?: number;
   maxLogBytes?: number;
   snapshotBudgetBytes?: number;
+  /** Deltas paced in a storm (default true; off only for tests that replay events without time passing). */
+  stormPacing?: boolean;
   stats?: Partial<DistributorStats>;
 }
 
@@ -240,7 +242,7 @@ export class Distributor {
     this.changes = 0;
     const byRate = (MAX_DELTA_GAP_MS * this.changeRate) / STORM_FULL_CHANGES_PER_S;
     const byLoad = (MAX_DELTA_GAP_MS * (this.elu - CALM_ELU)) / (1 - CALM_ELU);
-    this.deltaGap = this.changeRate >= STORM_CHANGES_PER_S ? Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad)) : 0;
+    this.deltaGap = this.opts.stormPacing !== false && this.changeRate >= STORM_CHANGES_PER_S ? Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad)) : 0;
   }
 
   /** An agent acknowledged: what waited for it can go. */
