@@ -99,6 +99,12 @@ export class Agent {
   private early = { snapshot: 0, delta: 0 };
   private dataplane?: DataplanePort;
   /** Resolves once the dataplane module is loaded (after the Join went out). */
+  /**
+   * Settles once the dataplane exists. Made before the Join is sent: a
+   * snapshot can arrive (a controller that has the node's registration answers
+   * without an etcd write) while the dataplane is still being created, and its
+   * flush must wait for it rather than fail after taking the model's changes.
+   */
   private dataplaneReady?: Promise<DataplanePort>;
   private ackedEpoch = 0;
   private loop?: ApplyLoop<FlushResult>;
@@ -283,6 +289,8 @@ export class Agent {
       onFailed: (err, reason) => this.applyFailed(err, reason),
     });
 
+    let dataplaneCreated!: (dp: Promise<DataplanePort>) => void;
+    this.dataplaneReady = new Promise<DataplanePort>((resolve) => (dataplaneCreated = resolve));
     this.connection.start();
     log.debug({ sinceProcessStartMs: Math.round(performance.now()) }, "join sent");
 
@@ -297,7 +305,7 @@ export class Agent {
     if (this.early.snapshot) this.metrics.updates.inc({ kind: "snapshot" }, this.early.snapshot);
     if (this.early.delta) this.metrics.updates.inc({ kind: "delta" }, this.early.delta);
 
-    this.dataplaneReady = opts.dataplane
+    const creating = (opts.dataplane
       ? Promise.resolve(opts.dataplane)
       : import("./kernel.js").then((k) =>
           k.createKernelDataplane({
@@ -311,9 +319,13 @@ export class Agent {
             commandTimeoutMs: opts.commandTimeoutMs,
             dnsDomain: this.dns?.domain,
           }),
-        );
-    this.dataplane = await this.dataplaneReady;
-    this.dataplane.prepare?.();
+        )
+    ).then((dp) => {
+      dp.prepare?.();
+      return dp;
+    });
+    dataplaneCreated(creating);
+    this.dataplane = await creating;
 
     if (opts.metricsAddr) {
       this.metricsServer = await startMetricsServer(opts.metricsAddr, this.registry, {

@@ -7,6 +7,7 @@ import { parseCidr } from "../ip/index.js";
 import type { Logger } from "../log/index.js";
 import { Backoff, sleep } from "../retry/index.js";
 import { ConflictError, PoolExhaustedError, type LeaseRecord, type NetworkSpec, type NodeRecord, type NodeRegistration, type NodeState, type Store } from "../store/index.js";
+import type { LeasePool } from "./lease-pool.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Model } from "./model.js";
 
@@ -18,6 +19,8 @@ export interface AllocatorDeps {
   leaseTtlSeconds: number;
   /** Bounds registrations in flight (a reconnect storm of N agents must not become N concurrent etcd transactions). */
   limit: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** etcd leases granted ahead (a new node's join then makes one etcd call, not two). */
+  leases?: LeasePool;
 }
 
 /** Runs at most `n` of the given tasks at once; the rest wait in order. */
@@ -88,6 +91,41 @@ export async function syncNode(deps: AllocatorDeps, intent: NodeIntent, onlyIfCh
   return deps.limit(() => syncNodeNow(deps, intent, onlyIfChanged));
 }
 
+function sameStrings(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => b[k] === a[k]);
+}
+
+/**
+ * The common reconnect (controller restart, agent restart, network blip):
+ * when the view already holds exactly what the agent registers — same
+ * record, a live etcd lease, every member network's subnet leased to it with
+ * its current underlay IP and MAC, nothing to release — nothing needs
+ * writing and no etcd round trip is made. N agents reconnecting to a new
+ * controller then cost no etcd writes at all (they used to cost two reads
+ * and a txn each, only to refresh lastSeen). The caller renews the etcd
+ * lease right after (a reused lease may be close to expiry); should the view
+ * be stale and the node gone in etcd, the watch's delete ends the stream and
+ * the agent registers again through the full path.
+ */
+export function unchangedInView(model: Model, intent: NodeIntent): SyncResult | undefined {
+  const { reg, member } = intent;
+  const entry = model.nodes.get(reg.name);
+  if (!entry || entry.lease === "0") return undefined;
+  if (entry.underlayIP !== reg.underlayIP || entry.agentVersion !== reg.agentVersion || entry.uplinkMtu !== reg.uplinkMtu) return undefined;
+  if (!sameStrings(entry.labels, reg.labels) || !sameStrings(entry.vtepMacs, { ...entry.vtepMacs, ...reg.vtepMacs })) return undefined;
+  const memberNames = new Set(member.map((n) => n.name));
+  for (const net of Object.keys(entry.subnets)) if (!memberNames.has(net) && model.networks.has(net)) return undefined;
+  for (const spec of member) {
+    const subnet = entry.subnets[spec.name];
+    const lease = subnet ? model.leases.get(spec.name)?.get(subnet) : undefined;
+    if (!lease || lease.node !== reg.name || lease.vtepIP !== reg.underlayIP || lease.vtepMac !== (entry.vtepMacs[spec.name] ?? "")) return undefined;
+  }
+  for (const spec of member) intent.errors.delete(spec.name);
+  for (const net of [...intent.errors.keys()]) if (!memberNames.has(net)) intent.errors.delete(net);
+  return { revision: 0, leaseId: entry.lease, fresh: false };
+}
+
 async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChanged: boolean): Promise<SyncResult> {
   const { store, model, metrics, log } = deps;
   const { reg, member, errors } = intent;
@@ -95,6 +133,8 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
   const lost = new Map<string, Set<string>>();
   const backoff = new Backoff(2, 250);
   let granted: string | undefined;
+  // A pooled lease is young enough to need no renewal at once (lease-pool.ts): fresh like one granted now.
+  const grant = async () => (deps.leases ? (await deps.leases.take()).id : store.grantLease(deps.leaseTtlSeconds));
   try {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(backoff.next());
@@ -106,7 +146,7 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
       // keep-alive round trip here: the session's LeaseKeeper renews it right after the join.
       // Should it expire in between, the commit fails with "lease not found" and the next attempt re-reads.
       let leaseId = state.node?.lease ?? "0";
-      if (leaseId === "0") leaseId = granted ??= await store.grantLease(deps.leaseTtlSeconds);
+      if (leaseId === "0") leaseId = granted ??= await grant();
       else if (granted) {
         // Lost the race to register: the node has a live lease already.
         await store.revokeLease(granted).catch(() => undefined);
@@ -167,11 +207,12 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
         res = await store.commitNode(state, { record, leaseId, claims, rewrites, releases });
       } catch (err) {
         if (!/lease not found/i.test(String(err))) throw err;
+        if (leaseId === granted) granted = undefined; // it expired: the next attempt takes another
         continue; // the node's lease expired between the read and the write
       }
       if (res.ok) {
         const fresh = leaseId === granted;
-        if (fresh) granted = undefined;
+        if (leaseId === granted) granted = undefined;
         for (const c of claims) {
           metrics.allocations.inc({ network: c.network });
           log.info({ node: reg.name, network: c.network, subnet: c.subnet }, "subnet leased");

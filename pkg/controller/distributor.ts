@@ -21,6 +21,25 @@ import { encodeRemovedNetwork, encodeUpdateHead, networkElementPieces } from "./
 export const FLUSH_INTERVAL_MS = 20;
 const BUSY_FLUSH_INTERVAL_MS = 50;
 const BUSY_FLUSH_WRITES = 64;
+/**
+ * Deltas in a storm: while peer entries change faster than STORM_CHANGES_PER_S
+ * (N agents joining or leaving), a stream gets at most one delta per gap and
+ * what arrives meanwhile coalesces into its next one: every delta costs a
+ * write, an HTTP/2 frame, the agent's decode and ack, and in a storm those
+ * per-message costs were most of the controller's work. The gap is
+ * MIN_DELTA_GAP_MS, growing with the change rate (MAX_DELTA_GAP_MS at
+ * STORM_FULL_CHANGES_PER_S) and with the event loop's utilisation above
+ * CALM_ELU. Changes at a human pace (one more join, a removal) go at once
+ * however busy the machine is, and snapshots are never held back: a joining
+ * agent waits for its snapshot, its peers only for news.
+ */
+const STORM_CHANGES_PER_S = 30;
+const STORM_FULL_CHANGES_PER_S = 400;
+const CALM_ELU = 0.6;
+const MIN_DELTA_GAP_MS = 100;
+const MAX_DELTA_GAP_MS = 500;
+/** Time constant of the utilisation's moving average. */
+const ELU_TAU_MS = 250;
 export const DEFAULT_MAX_LAG_BYTES = 1024 * 1024;
 const WRITE_AHEAD_BYTES = 256 * 1024;
 const SNAPSHOT_BUDGET_BYTES = 64 * 1024 * 1024;
@@ -61,6 +80,8 @@ interface Reader {
   snapshotInflight: number;
   /** write() returned false: wait for 'drain'. */
   blocked: boolean;
+  /** When the last delta was written (performance.now()). */
+  lastDeltaAt: number;
 }
 
 export interface DistributorStats {
@@ -74,6 +95,8 @@ export interface DistributorOptions {
   maxLagBytes?: number;
   maxLogBytes?: number;
   snapshotBudgetBytes?: number;
+  /** Deltas paced in a storm (default true; off only for tests that replay events without time passing). */
+  stormPacing?: boolean;
   stats?: Partial<DistributorStats>;
 }
 
@@ -85,8 +108,17 @@ export class Distributor {
   private lastFlush = 0;
   private interval = FLUSH_INTERVAL_MS;
   private writes = 0;
-  /** Some stream with news waits for an ack: flush again even if nothing else happens. */
+  /** Some stream with news waits for an ack or its gap: flush again even if nothing else happens. */
   private waitingAck = false;
+  private eluMark = performance.eventLoopUtilization();
+  private eluAt = performance.now();
+  /** Moving average of the event loop's utilisation (0..1). */
+  private elu = 0;
+  /** Current least time between two deltas to one stream. */
+  private deltaGap = 0;
+  /** Peer entries logged since the last measurement, and their moving-average rate per second. */
+  private changes = 0;
+  private changeRate = 0;
   private snapshotInflight = 0;
   private readonly maxLagBytes: number;
   private readonly maxLogBytes: number;
@@ -128,7 +160,7 @@ export class Distributor {
 
   /** Starts serving `sub`: its first message is a snapshot. */
   add(sub: Subscriber): void {
-    this.readers.set(sub, { sub, sent: new Map(), needSnapshot: true, headersDirty: true, inflight: 0, snapshotInflight: 0, blocked: false });
+    this.readers.set(sub, { sub, sent: new Map(), needSnapshot: true, headersDirty: true, inflight: 0, snapshotInflight: 0, blocked: false, lastDeltaAt: 0 });
     this.schedule();
   }
 
@@ -163,7 +195,7 @@ export class Distributor {
     for (const [net, nodes] of change.peers) {
       const feed = this.feed(net, false);
       for (const node of nodes) {
-        feed?.set(node, this.model.peer(net, node));
+        if (feed?.set(node, this.model.peer(net, node))) this.changes++;
         // Its own lease changed: its header (subnet) may have.
         const own = byNode(node);
         const r = own && this.readers.get(own);
@@ -228,9 +260,26 @@ export class Distributor {
     this.lastFlush = performance.now();
     this.writes = 0;
     this.waitingAck = false;
+    this.measureLoad(this.lastFlush);
     for (const r of this.readers.values()) this.serve(r);
     this.interval = this.writes >= BUSY_FLUSH_WRITES ? BUSY_FLUSH_INTERVAL_MS : FLUSH_INTERVAL_MS;
     if (this.waitingAck) this.schedule();
+  }
+
+  /** Updates the utilisation average and the delta gap it implies. */
+  private measureLoad(now: number): void {
+    const dt = now - this.eluAt;
+    if (dt <= 0) return;
+    const window = performance.eventLoopUtilization(this.eluMark);
+    this.eluMark = performance.eventLoopUtilization();
+    this.eluAt = now;
+    const w = 1 - Math.exp(-dt / ELU_TAU_MS);
+    this.elu += (window.utilization - this.elu) * w;
+    this.changeRate += ((this.changes * 1000) / dt - this.changeRate) * w;
+    this.changes = 0;
+    const byRate = (MAX_DELTA_GAP_MS * this.changeRate) / STORM_FULL_CHANGES_PER_S;
+    const byLoad = (MAX_DELTA_GAP_MS * (this.elu - CALM_ELU)) / (1 - CALM_ELU);
+    this.deltaGap = this.opts.stormPacing !== false && this.changeRate >= STORM_CHANGES_PER_S ? Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad)) : 0;
   }
 
   /** An agent acknowledged: what waited for it can go. */
@@ -254,7 +303,7 @@ export class Distributor {
       return;
     }
     if (!r.headersDirty && !this.hasNews(r)) return;
-    if (r.sub.awaitingAck?.()) {
+    if (r.sub.awaitingAck?.() || (this.deltaGap > 0 && this.lastFlush - r.lastDeltaAt < this.deltaGap)) {
       this.waitingAck = true;
       return;
     }
@@ -354,7 +403,10 @@ export class Distributor {
       r.snapshotInflight += len;
       this.snapshotInflight += len;
       this.opts.stats?.snapshots?.();
-    } else this.opts.stats?.deltas?.();
+    } else {
+      r.lastDeltaAt = this.lastFlush;
+      this.opts.stats?.deltas?.();
+    }
     r.sub.sent(this.model.revision, snapshot, len);
     const ok = r.sub.stream.write(buf, () => {
       r.inflight -= len;

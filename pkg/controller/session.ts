@@ -6,7 +6,7 @@ import type { AgentMessage, ConfigUpdate, JoinRequest } from "../api/index.js";
 import type { Logger } from "../log/index.js";
 import type { NodeRegistration } from "../store/index.js";
 import { normalizeMac } from "../ip/index.js";
-import { syncNode, type AllocatorDeps } from "./allocator.js";
+import { syncNode, unchangedInView, type AllocatorDeps } from "./allocator.js";
 import type { AppliedMarks } from "./applied-marks.js";
 import type { Distributor, OutStream, Subscriber } from "./distributor.js";
 import { NodeEndpoints } from "./endpoints.js";
@@ -153,19 +153,19 @@ export class Session implements Subscriber {
     };
   }
 
-  /** Registration and leases in one write; waits until the view has it. True when the etcd lease was reused (not granted now). */
-  private async sync(onlyIfChanged: boolean): Promise<boolean> {
+  /**
+   * Registration and leases in one write; waits until the view has it. True when the etcd lease was reused (not granted now).
+   * `fromView`: a join whose registration the view already holds exactly writes nothing (see unchangedInView).
+   */
+  private async sync(onlyIfChanged: boolean, fromView = false): Promise<boolean> {
     const before = JSON.stringify([...this.errors]);
-    const { revision, leaseId, fresh } = await syncNode(
-      this.deps,
-      {
-        reg: this.registration(),
-        member: this.deps.model.memberNetworks(this.labels),
-        hints: this.previousSubnets,
-        errors: this.errors,
-      },
-      onlyIfChanged,
-    );
+    const intent = {
+      reg: this.registration(),
+      member: this.deps.model.memberNetworks(this.labels),
+      hints: this.previousSubnets,
+      errors: this.errors,
+    };
+    const { revision, leaseId, fresh } = (fromView ? unchangedInView(this.deps.model, intent) : undefined) ?? (await syncNode(this.deps, intent, onlyIfChanged));
     this.leaseId = leaseId;
     if (revision > 0) await this.deps.sync.waitFor(revision);
     // A new etcd lease or other subnets: the stored endpoints may need rewriting or removing.
@@ -239,7 +239,7 @@ export class Session implements Subscriber {
     this.lastRequest = { ...req, labels };
     this.uplinkMtu = req.uplinkMtu;
     this.previousSubnets = req.previousSubnets;
-    const reused = await this.sync(false);
+    const reused = await this.sync(false, first);
     if (this.closed) return;
     if (first) {
       this.keeper = new LeaseKeeper(this.deps.store, this.deps.leaseTtlSeconds, this.log, () => this.leaseId, async () => void (await this.sync(false)), () => this.node);

@@ -8,6 +8,7 @@ import type { Store } from "../store/index.js";
 import { limiter } from "./allocator.js";
 import { AppliedMarks } from "./applied-marks.js";
 import { Distributor, type DistributorOptions } from "./distributor.js";
+import { LeasePool } from "./lease-pool.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Change, Model } from "./model.js";
 import { Session, StreamError, type Call, type SessionDeps } from "./session.js";
@@ -38,7 +39,13 @@ export class Sessions {
   constructor(opts: SessionsOptions) {
     const { metrics } = opts;
     this.distributor = new Distributor(opts.model, { ...opts.distributor, stats: { lagResyncs: () => metrics.streamResyncs.inc() } });
-    this.deps = { ...opts, distributor: this.distributor, applied: new AppliedMarks(opts.store, opts.log), limit: limiter(MAX_REGISTRATIONS_IN_FLIGHT) };
+    this.deps = {
+      ...opts,
+      distributor: this.distributor,
+      applied: new AppliedMarks(opts.store, opts.log),
+      limit: limiter(MAX_REGISTRATIONS_IN_FLIGHT),
+      leases: new LeasePool(opts.store, opts.leaseTtlSeconds, opts.log),
+    };
     metrics.sources.lag = () => this.lags();
     metrics.sources.buffered = () => this.distributor.bufferedBytes;
     metrics.sources.bufferedMax = () => this.distributor.maxBufferedBytes;
@@ -164,6 +171,7 @@ export class Sessions {
   /** Ends every stream (controller shutdown): agents fail over to another replica. */
   closeAll(): void {
     this.deps.applied.stop();
+    this.deps.leases?.stop();
     for (const s of [...this.all]) s.fail(new StreamError(grpc.status.UNAVAILABLE, "controller shutting down"));
   }
 }

@@ -113,6 +113,14 @@ export function firstKv(res: IResponseOp | undefined): IKeyValue | undefined {
   return res?.response_range?.kvs?.[0];
 }
 
+const KEEPALIVE_STREAMS = 8;
+
+interface KeepAliveStream {
+  stream: { write(req: { ID: string }): unknown; end(): unknown };
+  /** Renewals waiting for etcd's answer, by lease ID. */
+  waiting: Map<string, { resolve: (ttl: number) => void; reject: (err: Error) => void }[]>;
+}
+
 export class EtcdKv {
   readonly keys: Keys;
   readonly client: Etcd3;
@@ -157,6 +165,7 @@ export class EtcdKv {
   }
 
   close(): void {
+    for (const ka of this.keepAliveShared) void ka?.then((k) => k.stream.end()).catch(() => undefined);
     this.client.close();
   }
 
@@ -217,21 +226,73 @@ export class EtcdKv {
     return String(res.ID);
   }
 
-  /** Renews a lease once; returns the seconds it now has left (0: it is gone). */
+  /**
+   * Renews a lease once; returns the seconds it now has left (0: it is gone).
+   * Renewals share KEEPALIVE_STREAMS long-lived LeaseKeepAlive streams (etcd
+   * answers each ID on the stream it came on): a stream opened and closed per
+   * renewal cost 5000 nodes / (TTL/3) HTTP/2 streams a second, and a burst of
+   * them after a controller restart. More than one, because etcd answers the
+   * requests of one stream one after the other.
+   */
   async keepAlive(leaseId: string): Promise<number> {
-    return this.op("lease_keepalive", async () => {
-      const stream = await this.client.leaseClient.leaseKeepAlive();
-      try {
-        const answer = new Promise<number>((resolve, reject) => {
-          stream.on("data", (res) => resolve(Number(res.TTL)));
-          stream.on("error", reject);
+    const slot = Number(BigInt(leaseId) % BigInt(KEEPALIVE_STREAMS));
+    try {
+      return await this.op("lease_keepalive", async () => {
+        const ka = await this.keepAliveStream(slot);
+        return new Promise<number>((resolve, reject) => {
+          let waiting = ka.waiting.get(leaseId);
+          if (!waiting) ka.waiting.set(leaseId, (waiting = []));
+          waiting.push({ resolve, reject });
+          ka.stream.write({ ID: leaseId });
         });
-        stream.write({ ID: leaseId });
-        return await answer;
-      } finally {
-        stream.end();
-      }
+      });
+    } catch (err) {
+      // No answer in time (or a broken stream): a stream that went silent would fail every
+      // later renewal on it too, so it is dropped and the next renewal opens a new one.
+      this.dropKeepAliveStream(slot, err as Error);
+      throw err;
+    }
+  }
+
+  private dropKeepAliveStream(slot: number, err: Error): void {
+    const shared = this.keepAliveShared[slot];
+    if (!shared) return;
+    this.keepAliveShared[slot] = undefined;
+    void shared
+      .then((ka) => {
+        for (const ws of ka.waiting.values()) ws.forEach((w) => w.reject(err));
+        ka.waiting.clear();
+        ka.stream.end();
+      })
+      .catch(() => undefined);
+  }
+
+  private readonly keepAliveShared: (Promise<KeepAliveStream> | undefined)[] = [];
+
+  private keepAliveStream(slot: number): Promise<KeepAliveStream> {
+    const shared = (this.keepAliveShared[slot] ??= (async () => {
+      const stream = await this.client.leaseClient.leaseKeepAlive();
+      const ka: KeepAliveStream = { stream, waiting: new Map() };
+      stream.on("data", (res: { ID: string | number; TTL: string | number }) => {
+        const id = String(res.ID);
+        const waiting = ka.waiting.get(id);
+        ka.waiting.delete(id);
+        waiting?.forEach((w) => w.resolve(Number(res.TTL)));
+      });
+      // A broken stream fails what waits on it; the next renewal opens a new one.
+      const broken = (err: Error) => {
+        if (this.keepAliveShared[slot] === shared) this.keepAliveShared[slot] = undefined;
+        for (const ws of ka.waiting.values()) ws.forEach((w) => w.reject(err));
+        ka.waiting.clear();
+      };
+      stream.on("error", broken);
+      stream.on("end", () => broken(new Error("etcd lease keep-alive stream ended")));
+      return ka;
+    })());
+    shared.catch(() => {
+      if (this.keepAliveShared[slot] === shared) this.keepAliveShared[slot] = undefined;
     });
+    return shared;
   }
 
   async revokeLease(leaseId: string): Promise<void> {

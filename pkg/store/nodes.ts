@@ -133,20 +133,7 @@ export type CommitResult = { ok: true; revision: number } | { ok: false; taken: 
  * node never holds two. On failure, says which claimed subnets someone else holds.
  */
 export async function commitNode(etcd: EtcdKv, state: NodeState, w: NodeWrite): Promise<CommitResult> {
-  const nodeKey = etcd.keys.node(state.name);
-  const compare: ICompare[] = [state.node ? modIs(nodeKey, state.node.modRevision) : absent(nodeKey)];
-  const ops: IRequestOp[] = [put(nodeKey, w.record, w.leaseId)];
-  for (const l of [...w.rewrites, ...w.releases]) {
-    const held = state.leases.get(l.network);
-    if (held) compare.push(modIs(etcd.keys.lease(l.network, held.record.subnet), held.modRevision));
-  }
-  for (const l of w.rewrites) ops.push(put(etcd.keys.lease(l.network, l.subnet), l, w.leaseId));
-  for (const l of w.releases) ops.push(del(etcd.keys.lease(l.network, l.subnet)));
-  for (const l of w.claims) {
-    const key = etcd.keys.lease(l.network, l.subnet);
-    compare.push(absent(key));
-    ops.push(put(key, l, w.leaseId));
-  }
+  const { compare, ops } = nodeTxn(etcd, state, w);
   const res = await etcd.txn(
     "register_node",
     compare,
@@ -159,4 +146,25 @@ export async function commitNode(etcd: EtcdKv, state: NodeState, w: NodeWrite): 
     return !!kv && decode<LeaseRecord>(kv).node !== state.name;
   });
   return { ok: false, taken };
+}
+
+/** The compares and writes of one registration, and every key it writes (a batch must not write one key twice). */
+export function nodeTxn(etcd: EtcdKv, state: NodeState, w: NodeWrite): { compare: ICompare[]; ops: IRequestOp[]; keys: string[] } {
+  const nodeKey = etcd.keys.node(state.name);
+  const compare: ICompare[] = [state.node ? modIs(nodeKey, state.node.modRevision) : absent(nodeKey)];
+  const ops: IRequestOp[] = [put(nodeKey, w.record, w.leaseId)];
+  const keys = [nodeKey];
+  for (const l of [...w.rewrites, ...w.releases]) {
+    const held = state.leases.get(l.network);
+    if (held) compare.push(modIs(etcd.keys.lease(l.network, held.record.subnet), held.modRevision));
+  }
+  for (const l of w.rewrites) ops.push(put(etcd.keys.lease(l.network, l.subnet), l, w.leaseId));
+  for (const l of w.releases) ops.push(del(etcd.keys.lease(l.network, l.subnet)));
+  for (const l of w.claims) {
+    const key = etcd.keys.lease(l.network, l.subnet);
+    compare.push(absent(key));
+    ops.push(put(key, l, w.leaseId));
+  }
+  for (const l of [...w.rewrites, ...w.releases, ...w.claims]) keys.push(etcd.keys.lease(l.network, l.subnet));
+  return { compare, ops, keys };
 }

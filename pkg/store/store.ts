@@ -10,6 +10,7 @@ import * as leases from "./leases.js";
 import * as networks from "./networks.js";
 import * as nodes from "./nodes.js";
 import * as view from "./watch.js";
+import { CommitBatcher } from "./commit-batch.js";
 import type { CommitResult, NodeState, NodeWrite } from "./nodes.js";
 import type { Snapshot, StoreEvent, StoreWatch } from "./watch.js";
 import type { EndpointWrite } from "./endpoints.js";
@@ -22,9 +23,11 @@ import type { EndpointRecord, LeaseRecord, NetworkSpec, NodeRecord } from "./typ
  */
 export class Store {
   readonly etcd: EtcdKv;
+  private readonly commits: CommitBatcher;
 
   private constructor(opts: StoreOptions) {
     this.etcd = new EtcdKv(opts);
+    this.commits = new CommitBatcher(this.etcd);
   }
 
   static connect(opts: StoreOptions): Store {
@@ -74,8 +77,9 @@ export class Store {
   readNodeState(name: string): Promise<NodeState> {
     return nodes.readNodeState(this.etcd, name);
   }
+  /** Registrations committed while others are in flight share one transaction (commit-batch.ts). */
   commitNode(state: NodeState, write: NodeWrite): Promise<CommitResult> {
-    return nodes.commitNode(this.etcd, state, write);
+    return this.commits.commit(state, write);
   }
 
   // ---- subnet leases

@@ -67,9 +67,15 @@ function procStatus(pid: number, field: "VmHWM" | "VmRSS"): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function startController(etcd: string, port: number, metricsPort: number): Promise<ChildProcess> {
-  // BENCH_CPU_PROF=dir: a V8 CPU profile of each controller process, for finding where the time goes.
-  const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF] : [];
+/** User + system CPU seconds a process has used (clock ticks of 100 Hz). */
+function procCpuS(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+async function startController(etcd: string, port: number, metricsPort: number, profileDir?: string): Promise<ChildProcess> {
+  // BENCH_CPU_PROF=dir (cold start) or BENCH_CPU_PROF_RESTART=dir (the restarted process): a V8 CPU profile, for finding where the time goes.
+  const prof = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [];
   const p = spawn(process.execPath, [...prof, path.join(repo, "dist/cmd/weft-controller/main.js"), "--etcd-endpoints", etcd, "--listen", `127.0.0.1:${port}`, "--metrics-addr", `127.0.0.1:${metricsPort}`, "--log-level", "warn"], {
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -98,7 +104,7 @@ async function scenario(n: number): Promise<(string | number)[]> {
     await store.saveNetwork(netSpec("bench", "10.0.0.0/8", 100), () => {});
     const port = await freePort();
     const metricsPort = await freePort();
-    let ctl = await startController(etcd.endpoint, port, metricsPort);
+    let ctl = await startController(etcd.endpoint, port, metricsPort, process.env.BENCH_CPU_PROF);
     procs.push(ctl);
     const capacity = n + SAMPLES + STALLED + CHURN + 10;
     const address = `127.0.0.1:${port}`;
@@ -126,6 +132,13 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const joinedS = (EPOCH() - t0) / 1000;
     const cold = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: n - 1 }, COLD_LIMIT_MS)));
     const coldS = (Math.max(...cold.map((r) => r.at)) - t0) / 1000;
+    {
+      // Where cold start time went: CPU seconds of the controller and of each fleet process, and join latency as the fleet saw it.
+      const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number }>({ cmd: "stats" })));
+      console.log(
+        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${st.map((x) => x.cpuS.toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${procCpuS(etcd.pid!).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+      );
+    }
     if (process.env.BENCH_CPU_PROF) {
       // Profiling the cold start only: a clean exit writes the profile.
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
@@ -152,13 +165,24 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const peakFirst = procStatus(ctl.pid!, "VmHWM");
 
     // SIGKILL + restart: until every agent has a snapshot from the new process with all peers.
+    const fleetCpu = async () => (await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number }>({ cmd: "stats" })))).map((x) => x.cpuS);
+    const fleetCpuBefore = await fleetCpu();
+    const etcdCpuBefore = procCpuS(etcd.pid!);
     const k0 = EPOCH();
     await killed(ctl);
-    ctl = await startController(etcd.endpoint, port, metricsPort);
+    ctl = await startController(etcd.endpoint, port, metricsPort, process.env.BENCH_CPU_PROF_RESTART);
     procs.push(ctl);
+    const readyS = (EPOCH() - k0) / 1000;
     const restarted = await Promise.all(workers.map((w) => w.ask<Reply & { at: number }>({ cmd: "waitPeers", peers: total - 1, snapshotAfter: k0 })));
     const restartS = (Math.max(...restarted.map((r) => r.at)) - k0) / 1000;
     const peakRestart = procStatus(ctl.pid!, "VmHWM");
+    console.log(`n=${n} restart ${restartS.toFixed(2)} s: new controller ready after ${readyS.toFixed(2)} s, its CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${(await fleetCpu()).map((c, i) => (c - fleetCpuBefore[i]).toFixed(1)).join(" + ")} s, etcd CPU ${(procCpuS(etcd.pid!) - etcdCpuBefore).toFixed(1)} s, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+    if (process.env.BENCH_CPU_PROF_RESTART) {
+      const exited = new Promise((r) => ctl.once("exit", r));
+      ctl.kill("SIGTERM");
+      await exited;
+      return [n, coldS, restartS];
+    }
 
     // 10 agents that never read (their process is stopped) while 500 nodes join and are removed.
     const stalled = new Fleet();
@@ -214,6 +238,8 @@ export async function run(): Promise<void> {
       rows.push([n, `did not finish: ${(err as Error).message}${progressLine ? ` (last progress: ${progressLine})` : ""}`]);
     }
   }
+  // A profiling run is not a result to publish.
+  if (process.env.BENCH_CPU_PROF || process.env.BENCH_CPU_PROF_RESTART) return;
   publish({
     id: "controller-scale",
     title: "Controller at scale: one weft-controller process, simulated agents in 2 worker processes (real gRPC streams, every update acked)",
@@ -240,4 +266,4 @@ export async function run(): Promise<void> {
   });
 }
 
-const CHANNELS_NOTE = "each worker process opens 4 gRPC channels and one Join stream per agent";
+const CHANNELS_NOTE = "each worker process opens 32 gRPC channels (8 MiB HTTP/2 receive window each, see sim-fleet.ts) and one Join stream per agent";
