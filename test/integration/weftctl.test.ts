@@ -48,7 +48,7 @@ describe("weftctl (real etcd, child process)", function () {
     assert.match(r.out, /^NAME\s+CIDR\s+VNI/m);
     assert.match(r.out, /^blue\s+10\.244\.0\.0\/16\s+42\s+24\s+routed/m);
     r = await weftctl("network", "get", "blue", "-o", "json");
-    assert.deepEqual(JSON.parse(r.out), { name: "blue", cidr: "10.244.0.0/16", vni: 42, nodePrefixLength: 24, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: true });
+    assert.deepEqual(JSON.parse(r.out), { name: "blue", cidr: "10.244.0.0/16", vni: 42, nodePrefixLength: 24, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: true, flood: false, dns: false });
 
     const file = path.join(tmp, "nets.yaml");
     fs.writeFileSync(file, [

@@ -10,7 +10,7 @@ function obj(spec: Record<string, unknown>, name = "net"): OverlayNetwork {
 describe("pkg/kube conversions", () => {
   it("turns an OverlayNetwork into a NetworkSpec with defaults", () => {
     assert.deepEqual(overlayNetworkToSpec(obj({ cidr: "10.1.0.0/16", vni: 7, nodePrefixLength: 26, nodeSelector: { zone: "a" } })), {
-      name: "net", cidr: "10.1.0.0/16", vni: 7, nodePrefixLength: 26, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: { zone: "a" }, default: false,
+      name: "net", cidr: "10.1.0.0/16", vni: 7, nodePrefixLength: 26, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: { zone: "a" }, default: false, flood: false, dns: false,
     });
   });
 

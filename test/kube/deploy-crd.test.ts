@@ -72,8 +72,8 @@ describe("deploy/ on a real kube-apiserver", function () {
     await kube.api.kubectl(["apply", "-f", "deploy/examples/overlaynetwork.yaml"]);
     await kube.api.kubectl(["create", "-f", "-"], { input: onet("defaults", VALID) });
     const obj = JSON.parse((await kube.api.kubectl(["get", "onet", "defaults", "-o", "json"])).stdout) as OverlayNetwork;
-    assert.deepEqual(obj.spec, { ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false });
-    assert.deepEqual(overlayNetworkToSpec(obj), { name: "defaults", ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false });
+    assert.deepEqual(obj.spec, { ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false, flood: false, dns: false });
+    assert.deepEqual(overlayNetworkToSpec(obj), { name: "defaults", ...VALID, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, nodeSelector: {}, default: false, flood: false, dns: false });
     const example = JSON.parse((await kube.api.kubectl(["get", "overlaynetwork", "pods", "-o", "json"])).stdout) as OverlayNetwork;
     assert.equal(overlayNetworkToSpec(example).default, true);
     const table = (await kube.api.kubectl(["get", "onet"])).stdout;

@@ -40,7 +40,7 @@ describe("pkg/kube informers on a real kube-apiserver", function () {
       const first = latest!.find((n) => n.name === "before")!;
       assert.equal(first.generation, 1);
       assert.match(first.creationTimestamp, /^\d{4}-\d\d-\d\dT/);
-      assert.deepEqual(first.spec, { cidr: "10.70.0.0/16", vni: 70, nodePrefixLength: 24, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false });
+      assert.deepEqual(first.spec, { cidr: "10.70.0.0/16", vni: 70, nodePrefixLength: 24, mode: "routed", mtu: 0, port: 4789, natOutgoing: true, isolated: true, default: false, flood: false, dns: false });
 
       await kube.api.kubectl(["create", "-f", "-"], { input: onet("added", { cidr: "10.71.0.0/16", vni: 71, nodePrefixLength: 24 }) });
       await waitFor("the create", () => names().join() === "added,before");
