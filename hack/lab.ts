@@ -5,6 +5,7 @@ import path from "node:path";
 import { Command, envOption, parsePositiveInt, runMain } from "../pkg/cli/index.js";
 import { Cluster, OUTSIDE_IP, removeNamespaces, AGENT_METRICS_PORT, type Host, type Pod } from "../pkg/lab/cluster.js";
 import { killRecorded } from "../pkg/lab/process.js";
+import { waitFor } from "../pkg/lab/ports.js";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const RUN_DIR = path.join(ROOT, ".lab");
@@ -93,7 +94,16 @@ async function up(o: { nodes: number; pods: number; cidr: string; vni: number })
     rows.push([h.name, h.ip, lease?.subnet ?? "-", lease?.vtepMac ?? "-", (await cluster.agentReady(h)) ? "yes" : "NO"]);
   }
   process.stdout.write("\n" + table(["HOST", "UNDERLAY IP", "SUBNET", "VTEP MAC", "AGENT READY"], rows) + "\n");
-  process.stdout.write(table(["POD", "HOST", "IP"], pods.map((p) => [p.name, p.host.name, p.ip])) + "\n");
+  // What the weft plugin registered (weftctl endpoint list): each pod's endpoint as etcd holds it.
+  // The plugin's report reaches etcd through the agent and the controller a moment after ADD returns: wait a little for the last ones.
+  let endpoints: { name: string; node: string; ips: string[]; mac: string }[] = [];
+  const find = (p: Pod) => endpoints.find((e) => e.name === p.name && e.node === p.host.name && e.ips.includes(p.ip));
+  await waitFor("every pod's endpoint", async () => {
+    endpoints = JSON.parse(await cluster!.weftctl("endpoint", "list", "-o", "json"));
+    return pods.every((p) => find(p));
+  }, 10_000, 200).catch(() => undefined);
+  const registered = (p: Pod) => find(p)?.mac ?? red("NO");
+  process.stdout.write(table(["POD", "HOST", "IP", "ENDPOINT MAC (weftctl endpoint list)"], pods.map((p) => [p.name, p.host.name, p.ip, registered(p)])) + "\n");
 
   step(`pod-to-pod connectivity (${pods.length}×${pods.length}, 2 pings each)`);
   const results = new Map<string, string>();

@@ -112,7 +112,8 @@ describe("e2e: endpoint registry (agents, controller, etcd, CNI plugins in names
   });
 
   it("an agent restarted after a pod's namespace vanished removes that endpoint everywhere", async () => {
-    const pod = await c.cluster.addPod(h2);
+    // Its own name: host-local keeps the vanished pod's address (no DEL ran), under its container ID.
+    const pod = await c.cluster.addPod(h2, undefined, "gone1");
     await waitFor("host 2's pod in etcd", async () => (await list("e2e")).some((e) => e.name === pod.name), 20_000, 200);
     await waitFor("host 1 to hold it", async () => (await told(h1, "e2e")) === 2, 20_000, 200);
     await h2.agent!.stop("SIGKILL");
@@ -127,7 +128,7 @@ describe("e2e: endpoint registry (agents, controller, etcd, CNI plugins in names
   });
 
   it("a pod whose namespace vanishes while the agent runs (its DEL lost) is removed within the agent's resync interval", async () => {
-    const pod = await c.cluster.addPod(h2);
+    const pod = await c.cluster.addPod(h2, undefined, "gone2");
     await waitFor("host 2's pod in etcd", async () => (await list("e2e")).some((e) => e.name === pod.name), 20_000, 200);
     await execa("ip", ["netns", "del", pod.netns]);
     c.cluster.pods.splice(c.cluster.pods.indexOf(pod), 1);

@@ -64,6 +64,16 @@ describe("kube-nodes: Weft as the pod network of real kubelets", function () {
     assert.deepEqual(failed, []);
   });
 
+  it("every pod is registered by the weft plugin as <namespace>/<pod> with its IP and node (weftctl endpoint list in the controller's pod)", async () => {
+    const list = async () => {
+      const res = await lab.kubectl(["-n", NAMESPACE, "exec", "deploy/weft-controller", "--", "node", "/app/dist/cmd/weftctl/main.js", "endpoint", "list", "-o", "json"]);
+      return (JSON.parse(res.stdout) as { name: string; node: string; ips: string[] }[]).filter((e) => e.name.startsWith(`${TEST_NAMESPACE}/`));
+    };
+    const want = pods.map((p) => `${TEST_NAMESPACE}/${p.name} ${p.node} ${p.ip}`).sort();
+    let got: string[] = [];
+    await waitFor("every test pod's endpoint", async () => (got = (await list()).map((e) => `${e.name} ${e.node} ${e.ips.join(",")}`).sort()).join() === want.join(), 60_000, 1000).catch(() => assert.deepEqual(got, want));
+  });
+
   it("a pod's hostPort answers on its node's IP from another node (portmap in Weft's conflist)", async () => {
     const manifest = {
       apiVersion: "v1",
@@ -135,7 +145,7 @@ describe("kube-nodes: Weft as the pod network of real kubelets", function () {
     const before = (await lab.kubectlJson(["-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=weft-agent"])).items.map((p: any) => p.metadata.name);
     // 10 packets a second in the background inside the pod; busybox ping prints its totals on SIGINT.
     await lab.kubectl(["-n", TEST_NAMESPACE, "exec", from.name, "--", "sh", "-c", `ping -i 0.1 ${to.ip} > /tmp/ping.log 2>&1 & echo $! > /tmp/ping.pid`]);
-    await lab.kubectl(["-n", NAMESPACE, "set", "image", "ds/weft-agent", "agent=localhost/weft:0.1.1", "install-cni-plugins=localhost/weft:0.1.1"]);
+    await lab.kubectl(["-n", NAMESPACE, "set", "image", "ds/weft-agent", "agent=localhost/weft:0.1.1", "install-cni-plugins=localhost/weft:0.1.1", "install-weft-plugin=localhost/weft:0.1.1"]);
     await lab.kubectl(["-n", NAMESPACE, "rollout", "status", "ds/weft-agent", "--timeout=300s"], { timeout: 310_000 });
     const after = (await lab.kubectlJson(["-n", NAMESPACE, "get", "pods", "-l", "app.kubernetes.io/name=weft-agent"])).items;
     assert.ok(after.every((p: any) => !before.includes(p.metadata.name) && p.spec.containers[0].image === "localhost/weft:0.1.1"), "every agent pod was replaced");
