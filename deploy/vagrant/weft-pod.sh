@@ -53,11 +53,12 @@ run_plugins() {
 
 pod_ips() { ip -n "$1" -4 -o addr show 2>/dev/null | awk '$2 != "lo" {split($4, a, "/"); print $2 " " a[1]}'; }
 
-# DEL for every attachment recorded in $STATE/$1 (lines: ifname conflist), newest first.
+# DEL for every attachment recorded in $STATE/$1 (lines: ifname conflist ports), newest first,
+# with the same portMappings as its ADD (portmap removes its rules only then, as with runtimes).
 detach_all() {
   local ns=$1 ifname list
   [ -r "$STATE/$ns" ] || return 0
-  tac "$STATE/$ns" | while read -r ifname list; do run_plugins DEL "$list" "$ns" "$ifname" >/dev/null || true; done
+  tac "$STATE/$ns" | while read -r ifname list ports; do run_plugins DEL "$list" "$ns" "$ifname" '{}' "${ports:-[]}" >/dev/null || true; done
 }
 
 case "${1:-}" in
@@ -83,10 +84,11 @@ case "${1:-}" in
     for net in "${networks[@]}"; do
       list=$(conflist_for "$net") || { detach_all "$name"; ip netns del "$name"; rm -f "$STATE/$name"; exit 1; }
       p='[]'; [ $i -eq 0 ] && p=$ports
+      # Recorded before ADD, so a failed ADD is undone by DEL too (DEL is idempotent).
+      echo "eth$i $list $p" >>"$STATE/$name"
       if ! result=$(run_plugins ADD "$list" "$name" "eth$i" "$args" "$p"); then
         detach_all "$name"; ip netns del "$name"; rm -f "$STATE/$name"; exit 1
       fi
-      echo "eth$i $list" >>"$STATE/$name"
       # The first network whose result carries a resolver (dns on) writes the pod's resolv.conf;
       # `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf.
       if [ -z "$resolver" ] && [ "$(jq '.dns.nameservers // [] | length' <<<"$result")" -gt 0 ]; then

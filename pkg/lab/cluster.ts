@@ -50,6 +50,8 @@ export interface Pod {
   conflist: string;
   /** Every interface, in attachment order (addPodWith); eth0's is `ip`/`conflist`. */
   attachments?: PodAttachment[];
+  /** Published ports of eth0: a runtime passes the same runtime config to DEL, or portmap leaves its rules. */
+  portMappings?: PortMapping[];
 }
 
 export interface PodAttachment {
@@ -358,7 +360,7 @@ export class Cluster {
         attachments.push({ network, ifName, ip: res.ip, conflist: c.file, ...(dns?.nameservers?.length ? { dns: { nameservers: dns.nameservers, search: dns.search ?? [] } } : {}) });
       }
     } catch (err) {
-      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args }).catch(() => undefined);
+      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...(a.ifName === "eth0" && opts.portMappings ? { portMappings: opts.portMappings } : {}) }).catch(() => undefined);
       await sh("ip", ["netns", "del", name], { reject: false });
       throw err;
     }
@@ -367,14 +369,15 @@ export class Cluster {
       fs.mkdirSync(path.join(NETNS_ETC, name), { recursive: true });
       fs.writeFileSync(path.join(NETNS_ETC, name, "resolv.conf"), resolvConfText(dns));
     }
-    const pod: Pod = { name, netns: name, host, ip: attachments[0].ip, conflist: attachments[0].conflist, attachments };
+    const pod: Pod = { name, netns: name, host, ip: attachments[0].ip, conflist: attachments[0].conflist, attachments, ...(opts.portMappings ? { portMappings: opts.portMappings } : {}) };
     this.pods.push(pod);
     return pod;
   }
 
   async removePod(pod: Pod): Promise<void> {
     for (const a of [...(pod.attachments ?? [{ conflist: pod.conflist, ifName: "eth0" }])].reverse()) {
-      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir }).catch(() => undefined);
+      const ports = a.ifName === "eth0" && pod.portMappings ? { portMappings: pod.portMappings } : {};
+      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir, ...ports }).catch(() => undefined);
     }
     fs.rmSync(path.join(NETNS_ETC, pod.netns), { recursive: true, force: true });
     await sh("ip", ["netns", "del", pod.netns], { reject: false });
