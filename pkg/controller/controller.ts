@@ -57,6 +57,8 @@ export interface ControllerOptions {
   healthStallMs?: number;
   /** An agent stream further behind than this many bytes gets a fresh snapshot instead of the backlog. */
   streamLagBytes?: number;
+  /** Coalesce deltas into one per stream per gap while peer changes come in a storm (default on). */
+  stormPacing?: boolean;
 }
 
 export interface RunningController {
@@ -132,7 +134,7 @@ export async function startController(opts: ControllerOptions): Promise<RunningC
     onRestart: () => metrics.watchRestarts.inc(),
     onInvalid: (kind) => metrics.invalidRecords.inc({ kind }),
   });
-  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls && !opts.authorizeJoin, authorizeJoin: opts.authorizeJoin, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes } });
+  sessions = new Sessions({ store, model, sync, metrics, log, leaseTtlSeconds, requireCertificateName: !!opts.tls && !opts.authorizeJoin, authorizeJoin: opts.authorizeJoin, nodeLabels: kubeMode?.nodeLabels, distributor: { maxLagBytes: opts.streamLagBytes, stormPacing: opts.stormPacing } });
 
   const health = new Health({
     probe: () => store.client.maintenance.status(),
