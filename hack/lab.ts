@@ -110,14 +110,14 @@ async function up(o: { nodes: number; pods: number; cidr: string; vni: number })
   // What the weft plugin registered (weftctl endpoint list): each pod's endpoint as etcd holds it.
   // The plugin's report reaches etcd through the agent and the controller a moment after ADD returns: wait a little for the last ones.
   let endpoints: { name: string; node: string; ips: string[]; mac: string }[] = [];
-  const find = (p: Pod) => endpoints.find((e) => e.name === p.name && e.node === p.host.name && e.ips.includes(p.ip));
+  const find = (p: Pod) => endpoints.find((e) => e.node === p.host.name && e.ips.includes(p.ip));
   await waitFor("every pod's endpoint", async () => {
     endpoints = JSON.parse(await cluster!.weftctl("endpoint", "list", "-o", "json"));
     return [...pods, both].every((p) => find(p));
   }, 10_000, 200).catch(() => undefined);
-  const registered = (p: Pod) => find(p)?.mac ?? red("NO");
+  const registered = (p: Pod) => { const e = find(p); return e ? `${e.name} ${e.mac}` : red("NO"); };
   const podRows = [...pods, both].map((p) => [p.name, p.host.name, (p.attachments ?? []).map((a) => `${a.ifName} ${a.network} ${a.ip}`).join(", "), p.attachments?.find((a) => a.dns)?.dns?.nameservers.join(",") ?? "-", registered(p)]);
-  process.stdout.write(table(["POD", "HOST", "INTERFACES", "RESOLVER", "ENDPOINT MAC (weftctl endpoint list)"], podRows) + "\n");
+  process.stdout.write(table(["POD", "HOST", "INTERFACES", "RESOLVER", "ENDPOINT: NAME MAC (weftctl endpoint list)"], podRows) + "\n");
 
   step(`pod-to-pod connectivity (${pods.length}×${pods.length}, 2 pings each)`);
   const results = new Map<string, string>();
