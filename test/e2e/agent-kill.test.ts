@@ -74,6 +74,7 @@ describe("e2e: agent SIGKILLed during a stream of peer updates, restarted while 
     return new Set(stdout.split("\n").filter((l) => l.includes(" via ")).map((l) => bySubnet.get(l.split(" ")[0]) ?? `unknown:${l.split(" ")[0]}`));
   }
   let counter = 0;
+  const MAX_PEERS_ADDED = 200;
   async function addPeer(): Promise<string> {
     const name = `p${counter++}`;
     const i = counter + 10;
@@ -97,11 +98,18 @@ describe("e2e: agent SIGKILLed during a stream of peer updates, restarted while 
       const stream = (async () => {
         while (!stop) {
           const victims = [...current];
-          if (victims.length > 3 && Math.random() < 0.4) {
+          // Each peer gets its own subnet (peers are told apart by subnet) and underlay
+          // address: adds stop before the /16's 256 subnets or the /24 of addresses run out.
+          const canAdd = counter < MAX_PEERS_ADDED;
+          if (victims.length > 3 && (!canAdd || Math.random() < 0.4)) {
             const v = victims[Math.floor(Math.random() * victims.length)];
             await store.removeNode(v);
             current.delete(v);
-          } else current.add(await addPeer());
+          } else if (canAdd) current.add(await addPeer());
+          else {
+            await new Promise((r) => setTimeout(r, 20));
+            continue;
+          }
           states.push(new Set(current));
         }
       })();
