@@ -2,10 +2,9 @@
 // fresh namespace), and one added peer on top of 5000, against the floor: the
 // same entries written by one raw `ip -batch` + `bridge -batch` call.
 import os from "node:os";
-import { execa } from "execa";
 import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
-import { applyFromEmpty, fromEmptyRows, withNamespace } from "./kernel.js";
+import { applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 77;
@@ -39,11 +38,7 @@ async function rawFloor(n: number): Promise<number> {
       br.push(`fdb append ${p.vtepMac} dev ${DEV} dst ${p.underlayIp} self permanent`);
       ip2.push(`route replace ${p.subnet} via ${gw} dev ${DEV} onlink`);
     }
-    const t0 = performance.now();
-    await execa("ip", ["-n", ns, "-batch", "-"], { input: ip1.join("\n") + "\n" });
-    await execa("bridge", ["-n", ns, "-batch", "-"], { input: br.join("\n") + "\n" });
-    await execa("ip", ["-n", ns, "-batch", "-"], { input: ip2.join("\n") + "\n" });
-    return performance.now() - t0;
+    return rawBatches(ns, ip1, br, ip2);
   });
 }
 

@@ -26,6 +26,15 @@ export async function withNamespace<T>(fn: (ns: string, dir: string) => Promise<
   }
 }
 
+/** The floor: milliseconds of the same entries written by one raw `ip -batch`, `bridge -batch`, `ip -batch` in `ns`. */
+export async function rawBatches(ns: string, ip1: string[], bridge: string[], ip2: string[]): Promise<number> {
+  const t0 = performance.now();
+  await execa("ip", ["-n", ns, "-batch", "-"], { input: ip1.join("\n") + "\n" });
+  await execa("bridge", ["-n", ns, "-batch", "-"], { input: bridge.join("\n") + "\n" });
+  await execa("ip", ["-n", ns, "-batch", "-"], { input: ip2.join("\n") + "\n" });
+  return performance.now() - t0;
+}
+
 /** Milliseconds of one Dataplane.apply of `desired` in a fresh namespace (devices, entries, rules, conflist); fails below `minChanges`. */
 export async function applyFromEmpty(desired: NodeDesired, minChanges: number): Promise<number> {
   return withNamespace(async (ns, dir) => {

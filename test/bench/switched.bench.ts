@@ -4,10 +4,9 @@
 // (master FDB, VXLAN FDB, bridge neighbour) written by one raw `ip -batch` +
 // `bridge -batch` + `ip -batch`.
 import os from "node:os";
-import { execa } from "execa";
 import { Dataplane, type EndpointSpec, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
-import { applyFromEmpty, fromEmptyRows, withNamespace } from "./kernel.js";
+import { applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 78;
@@ -51,11 +50,7 @@ async function rawFloor(n: number): Promise<number> {
       br.push(`fdb replace ${e.mac} dev ${DEV} master static`, `fdb append ${e.mac} dev ${DEV} dst ${underlay.get(e.nodeName)} self permanent`);
       ip2.push(`neigh replace ${e.ips[0]} lladdr ${e.mac} dev ${BR} nud permanent`);
     }
-    const t0 = performance.now();
-    await execa("ip", ["-n", ns, "-batch", "-"], { input: ip1.join("\n") + "\n" });
-    await execa("bridge", ["-n", ns, "-batch", "-"], { input: br.join("\n") + "\n" });
-    await execa("ip", ["-n", ns, "-batch", "-"], { input: ip2.join("\n") + "\n" });
-    return performance.now() - t0;
+    return rawBatches(ns, ip1, br, ip2);
   });
 }
 
