@@ -74,6 +74,11 @@ export interface PodOptions {
   suffix?: string;
 }
 
+/** The runtime config for interface `ifName`: published ports live on eth0, and DEL gets the same as ADD. */
+function publishedOn(ifName: string, portMappings: PortMapping[] | undefined): { portMappings?: PortMapping[] } {
+  return ifName === "eth0" && portMappings ? { portMappings } : {};
+}
+
 /** Where `ip netns exec NAME` finds the namespace's own resolv.conf (bind-mounted over /etc/resolv.conf). */
 export const NETNS_ETC = "/etc/netns";
 
@@ -353,14 +358,14 @@ export class Cluster {
     try {
       for (const [i, c] of conflists.entries()) {
         const ifName = `eth${i}`;
-        const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...(i === 0 && opts.portMappings ? { portMappings: opts.portMappings } : {}) });
+        const res = await cniAdd({ conflistPath: c.file, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...publishedOn(ifName, opts.portMappings) });
         const network = c.network || String((JSON.parse(fs.readFileSync(c.file, "utf8")) as { name: string }).name).replace(/^weft-/, "");
         // bridge passes an empty `dns: {}` on; only a resolver with nameservers counts.
         const dns = res.raw.dns as Partial<CniDns> | undefined;
         attachments.push({ network, ifName, ip: res.ip, conflist: c.file, ...(dns?.nameservers?.length ? { dns: { nameservers: dns.nameservers, search: dns.search ?? [] } } : {}) });
       }
     } catch (err) {
-      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...(a.ifName === "eth0" && opts.portMappings ? { portMappings: opts.portMappings } : {}) }).catch(() => undefined);
+      for (const a of attachments.reverse()) await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${name}`, containerId: name, ifName: a.ifName, hostNetns: host.netns, binDir: this.cniBinDir, args, ...publishedOn(a.ifName, opts.portMappings) }).catch(() => undefined);
       await sh("ip", ["netns", "del", name], { reject: false });
       throw err;
     }
@@ -376,8 +381,7 @@ export class Cluster {
 
   async removePod(pod: Pod): Promise<void> {
     for (const a of [...(pod.attachments ?? [{ conflist: pod.conflist, ifName: "eth0" }])].reverse()) {
-      const ports = a.ifName === "eth0" && pod.portMappings ? { portMappings: pod.portMappings } : {};
-      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir, ...ports }).catch(() => undefined);
+      await cniDel({ conflistPath: a.conflist, netnsPath: `/var/run/netns/${pod.netns}`, containerId: pod.name, ifName: a.ifName, hostNetns: pod.host.netns, binDir: this.cniBinDir, ...publishedOn(a.ifName, pod.portMappings) }).catch(() => undefined);
     }
     fs.rmSync(path.join(NETNS_ETC, pod.netns), { recursive: true, force: true });
     await sh("ip", ["netns", "del", pod.netns], { reject: false });
