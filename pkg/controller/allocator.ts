@@ -10,6 +10,7 @@ import { ConflictError, PoolExhaustedError, type LeaseRecord, type NetworkSpec, 
 import type { LeasePool } from "./lease-pool.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Model } from "./model.js";
+import type { SubnetReservations } from "./reservations.js";
 
 export interface AllocatorDeps {
   store: Store;
@@ -21,6 +22,10 @@ export interface AllocatorDeps {
   limit: <T>(fn: () => Promise<T>) => Promise<T>;
   /** etcd leases granted ahead (a new node's join then makes one etcd call, not two). */
   leases?: LeasePool;
+  /** Subnets this replica's registrations chose and the view does not show yet (see reservations.ts). */
+  reservations?: SubnetReservations;
+  /** Resolves once the view has caught up with `revision` (rejects on timeout): when a committed claim's hold can go. */
+  viewAt?: (revision: number) => Promise<void>;
 }
 
 /** Runs at most `n` of the given tasks at once; the rest wait in order. */
@@ -59,17 +64,23 @@ export interface SyncResult {
 
 const MAX_ATTEMPTS = 128;
 
-/** The subnets of `network` the view knows as taken, plus those lost in races, without copying the view. */
-function takenIn(model: Model, network: string, lost: ReadonlySet<string> | undefined): ReadonlySet<string> {
+/**
+ * The subnets of `network` the view knows as taken, plus those lost in races
+ * and those other registrations of this replica hold, without copying the view.
+ */
+function takenIn(model: Model, network: string, node: string, lost: ReadonlySet<string> | undefined, reservations: SubnetReservations | undefined): ReadonlySet<string> {
   const m = model.leases.get(network) ?? new Map<string, LeaseRecord>();
+  const held = reservations?.held(network);
   return {
-    has: (s: string) => m.has(s) || !!lost?.has(s),
+    has: (s: string) => m.has(s) || !!lost?.has(s) || !!reservations?.heldByOther(network, s, node),
+    // Holds left out: chooseSubnet only uses the size to tell a full pool early.
     get size() {
       return m.size + (lost?.size ?? 0);
     },
     *[Symbol.iterator]() {
       yield* m.keys();
       if (lost) yield* lost;
+      if (held) for (const [s, holder] of held) if (holder !== node && !m.has(s) && !lost?.has(s)) yield s;
     },
   } as ReadonlySet<string>;
 }
@@ -133,10 +144,17 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
   const lost = new Map<string, Set<string>>();
   const backoff = new Backoff(2, 250);
   let granted: string | undefined;
+  /** Subnets held for this registration's current claims; let go unless a commit keeps them until the view has it. */
+  let holds: LeaseRecord[] = [];
+  const releaseHolds = () => {
+    for (const c of holds) deps.reservations?.release(c.network, c.subnet, c.node);
+    holds = [];
+  };
   // A pooled lease is young enough to need no renewal at once (lease-pool.ts): fresh like one granted now.
   const grant = async () => (deps.leases ? (await deps.leases.take()).id : store.grantLease(deps.leaseTtlSeconds));
   try {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      releaseHolds();
       if (attempt > 0) await sleep(backoff.next());
       // A node the view has never seen is most likely new: skip the read and
       // commit "create if absent" right away (one round trip less per join of
@@ -196,7 +214,10 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
         }
         errors.delete(spec.name);
         subnets[spec.name] = subnet;
-        claims.push({ network: spec.name, subnet, node: reg.name, vtepIP: record.underlayIP, vtepMac: record.vtepMacs[spec.name] ?? "", acquired: now, renewed: now });
+        const claim = { network: spec.name, subnet, node: reg.name, vtepIP: record.underlayIP, vtepMac: record.vtepMacs[spec.name] ?? "", acquired: now, renewed: now };
+        claims.push(claim);
+        deps.reservations?.hold(claim.network, claim.subnet, claim.node);
+        holds.push(claim);
       }
       for (const net of [...errors.keys()]) if (!memberNames.has(net)) errors.delete(net);
       if (onlyIfChanged && state.node && old && leaseId === state.node.lease && claims.length + rewrites.length + releases.length === 0 && sameRecord(old, record)) {
@@ -211,6 +232,14 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
         continue; // the node's lease expired between the read and the write
       }
       if (res.ok) {
+        // Committed: the holds stay until the view shows the leases (or gives up waiting for it).
+        const kept = holds;
+        holds = [];
+        if (kept.length > 0) {
+          const letGo = () => kept.forEach((c) => deps.reservations?.release(c.network, c.subnet, c.node));
+          if (deps.viewAt) deps.viewAt(res.revision).then(letGo, letGo);
+          else letGo();
+        }
         const fresh = leaseId === granted;
         if (leaseId === granted) granted = undefined;
         for (const c of claims) {
@@ -228,6 +257,7 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
     }
     throw new ConflictError(`node ${reg.name}: could not register after ${MAX_ATTEMPTS} attempts (too many concurrent changes)`);
   } finally {
+    releaseHolds();
     if (granted) await store.revokeLease(granted).catch(() => undefined);
   }
 }
@@ -235,7 +265,7 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
 /** A free subnet of `spec` for `node`: the hint when free, else by the node's stable starting point. */
 async function choose(deps: AllocatorDeps, spec: NetworkSpec, node: string, hint: string | undefined, lost: Set<string> | undefined): Promise<string | undefined> {
   const pool = { cidr: parseCidr(spec.cidr), nodePrefixLength: spec.nodePrefixLength };
-  const subnet = chooseSubnet(pool, node, takenIn(deps.model, spec.name, lost), hint);
+  const subnet = chooseSubnet(pool, node, takenIn(deps.model, spec.name, node, lost, deps.reservations), hint);
   if (subnet) return subnet;
   // The view may be stale: confirm with etcd before declaring the pool full.
   const actual = new Set((await deps.store.listLeases(spec.name)).filter((l) => l.node !== node).map((l) => l.subnet));

@@ -11,6 +11,7 @@ import { Distributor, type DistributorOptions } from "./distributor.js";
 import { LeasePool } from "./lease-pool.js";
 import type { ControllerMetrics } from "./metrics.js";
 import type { Change, Model } from "./model.js";
+import { SubnetReservations } from "./reservations.js";
 import { Session, StreamError, type Call, type SessionDeps } from "./session.js";
 import type { ModelSync } from "./sync.js";
 
@@ -45,6 +46,8 @@ export class Sessions {
       applied: new AppliedMarks(opts.store, opts.log),
       limit: limiter(MAX_REGISTRATIONS_IN_FLIGHT),
       leases: new LeasePool(opts.store, opts.leaseTtlSeconds, opts.log),
+      reservations: new SubnetReservations(),
+      viewAt: (revision) => opts.sync.waitFor(revision),
     };
     metrics.sources.lag = () => this.lags();
     metrics.sources.buffered = () => this.distributor.bufferedBytes;
