@@ -104,6 +104,9 @@ export class Distributor {
   private readonly feeds = new Map<string, NetworkFeed>();
   private readonly endpointFeeds = new Map<string, EndpointFeed>();
   private readonly readers = new Map<Subscriber, Reader>();
+  /** Streams added since the last turn of the event loop: their snapshots go at once. */
+  private readonly newcomers = new Set<Reader>();
+  private newcomersTimer?: NodeJS.Immediate;
   private timer?: NodeJS.Timeout | NodeJS.Immediate;
   private lastFlush = 0;
   private interval = FLUSH_INTERVAL_MS;
@@ -158,16 +161,32 @@ export class Distributor {
     return n;
   }
 
-  /** Starts serving `sub`: its first message is a snapshot. */
+  /**
+   * Starts serving `sub`: its first message is a snapshot, written on the
+   * next turn of the event loop rather than at the next paced flush (a
+   * joining agent waits for it; in a join storm flushes are 50 ms apart).
+   */
   add(sub: Subscriber): void {
-    this.readers.set(sub, { sub, sent: new Map(), needSnapshot: true, headersDirty: true, inflight: 0, snapshotInflight: 0, blocked: false, lastDeltaAt: 0 });
-    this.schedule();
+    const r: Reader = { sub, sent: new Map(), needSnapshot: true, headersDirty: true, inflight: 0, snapshotInflight: 0, blocked: false, lastDeltaAt: 0 };
+    this.readers.set(sub, r);
+    this.newcomers.add(r);
+    this.newcomersTimer ??= setImmediate(() => this.serveNewcomers());
+  }
+
+  private serveNewcomers(): void {
+    this.newcomersTimer = undefined;
+    const batch = [...this.newcomers];
+    this.newcomers.clear();
+    for (const r of batch) if (this.readers.get(r.sub) === r && r.needSnapshot) this.serve(r);
+    // Those the snapshot budget held back go with the flushes that freed budget triggers.
+    if (batch.some((r) => r.needSnapshot && this.readers.get(r.sub) === r)) this.schedule();
   }
 
   remove(sub: Subscriber): void {
     const r = this.readers.get(sub);
     if (!r) return;
     this.readers.delete(sub);
+    this.newcomers.delete(r);
     // A cancelled stream never completes its pending writes: give their budget back.
     this.snapshotInflight -= r.snapshotInflight;
     r.snapshotInflight = 0;

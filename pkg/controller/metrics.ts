@@ -78,6 +78,7 @@ export function controllerMetrics(registry: Registry, model: Model, connected: (
       labelNames: ["network", "reason"],
       registers: [registry],
     }),
+    ...joinPhases(registry),
     pushLatency: new prom.Histogram({
       name: "weft_controller_config_push_seconds",
       help: "Time from sending a config update to an agent until it acknowledged applying it (one sample per ack: the oldest update it covers).",
@@ -164,4 +165,16 @@ function kubeMetrics(registry: Registry, synced: () => boolean) {
       },
     }),
   };
+}
+
+/** Where a first Join's time goes, bound once per phase. */
+function joinPhases(registry: prom.Registry) {
+  const h = new prom.Histogram({
+    name: "weft_controller_join_seconds",
+    help: "A node's first Join on a stream, by phase: register (Join received until its registration is in the view) and snapshot (registered until its snapshot is written to the stream).",
+    labelNames: ["phase"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  return { joinRegister: h.labels("register"), joinSnapshot: h.labels("snapshot") };
 }

@@ -63,6 +63,8 @@ export class Session implements Subscriber {
   sentRevision = 0;
   ackedRevision = 0;
   private appliedRecorded = false;
+  /** When the stream was handed to the distributor, until its snapshot is written (for the join-phase metric). */
+  private addedAt = 0;
   /** The last registration the agent sent: re-registration (lease expiry, relabel) starts from it, not from the view. */
   private lastRequest?: JoinRequest;
   private inFlight: { revision: number; at: number }[] = [];
@@ -88,6 +90,10 @@ export class Session implements Subscriber {
 
   /** Distributor hook: a message bringing the agent to `revision` was written. */
   sent(revision: number, snapshot: boolean, bytes: number): void {
+    if (snapshot && this.addedAt > 0) {
+      this.deps.metrics.joinSnapshot.observe((performance.now() - this.addedAt) / 1000);
+      this.addedAt = 0;
+    }
     this.sentRevision = Math.max(this.sentRevision, revision);
     if (this.inFlight.length >= MAX_IN_FLIGHT_SAMPLES) this.inFlight.shift();
     this.inFlight.push({ revision, at: performance.now() });
@@ -233,6 +239,7 @@ export class Session implements Subscriber {
     const labels = this.deps.nodeLabels ? this.deps.nodeLabels(req.nodeName, req.labels) : req.labels;
     if (typeof labels === "string") throw new StreamError(grpc.status.FAILED_PRECONDITION, labels);
     const first = !this.node;
+    const receivedAt = performance.now();
     this.node = req.nodeName;
     this.endpoints ??= new NodeEndpoints(this.deps, this.node, () => this.leaseId);
     this.labels = labels;
@@ -246,6 +253,8 @@ export class Session implements Subscriber {
       this.keeper.start(reused);
       this.ready = true;
       this.endpoints!.start();
+      this.addedAt = performance.now();
+      this.deps.metrics.joinRegister.observe((this.addedAt - receivedAt) / 1000);
       this.deps.distributor.add(this);
       this.log.info({ node: this.node, revision: this.deps.model.revision, underlay: req.underlayIp }, "agent joined");
     } else {
