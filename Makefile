@@ -29,7 +29,7 @@ verify-gen: deps ## fail if pkg/api/gen is not what proto/ generates
 build: deps ## compile to dist/
 	@node_modules/.bin/tsc -p tsconfig.build.json
 	@chmod +x dist/cmd/*/main.js
-	@hack/bundle-agent.sh
+	@hack/bundle.sh
 
 typecheck: deps ## type-check everything, tests included
 	@node_modules/.bin/tsc -p tsconfig.json --noEmit

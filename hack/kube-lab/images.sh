@@ -131,7 +131,7 @@ bud() {
   fi
   bh bud --quiet --layers --pull=never --network host --build-arg "BASE=$base_image" "${ca[@]}" -f deploy/Dockerfile "$@" .
 }
-key=$( (echo "$base_image ${tags[0]}"; cat deploy/Dockerfile hack/bundle-agent.sh package.json package-lock.json tsconfig.json tsconfig.build.json;
+key=$( (echo "$base_image ${tags[0]}"; cat deploy/Dockerfile hack/bundle.sh package.json package-lock.json tsconfig.json tsconfig.build.json;
         git ls-files -s cmd pkg; git diff HEAD -- cmd pkg) | hash_of)
 weft_tar="$out/weft-$key.tar"
 if [ ! -f "$weft_tar" ]; then

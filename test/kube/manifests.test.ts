@@ -98,7 +98,7 @@ describe("deploy/ manifests", function () {
     for (const [kind, name, cmd] of [["Deployment", "weft-controller", "weft-controller"], ["DaemonSet", "weft-agent", "weft-agent"]] as const) {
       const help = await helpOf(cmd);
       const c = (get(kind, name).spec.template.spec.containers as Container[])[0];
-      assert.ok(c.command.join(" ").endsWith(`dist/cmd/${cmd}/main.js`), `${name} runs ${c.command.join(" ")}`);
+      assert.ok(c.command.join(" ").endsWith(`dist/bundle/${cmd}/main.js`), `${name} runs ${c.command.join(" ")}, not the bundle`);
       for (const e of c.env ?? []) {
         if (!e.name.startsWith("WEFT_")) continue;
         assert.ok(help.includes(flagOf(e.name)), `${name}: ${e.name} is not a flag of ${cmd} (no ${flagOf(e.name)} in --help)`);
@@ -133,6 +133,6 @@ describe("deploy/ manifests", function () {
     assert.match(script, /mv \$d\/weft\.tmp \$d\/weft$/, "installs the plugin under its type name, by rename");
     const bundle = /cp (\/app\/dist\/\S+) /.exec(script)![1];
     assert.ok(fs.existsSync(path.join(ROOT, bundle.replace(/^\/app\//, ""))), `${bundle} is not built (make build)`);
-    assert.match(dockerfile, /hack\/bundle-agent\.sh/, "the image's build stage bundles the plugin");
+    assert.match(dockerfile, /hack\/bundle\.sh/, "the image's build stage bundles the plugin");
   });
 });

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Bundles weft-agent and weft-controller (from dist/, after tsc) into a few ES
+# modules each with esbuild, and the weft CNI plugin into one.
+# Why: Node resolves and compiles hundreds of small files on start; bundled, the
+# agent sends its Join 2-3x sooner (measured in bench/results/agent-5000-peers.md),
+# which is what lets peers reach a new node sooner, and a restarted controller
+# serves about 0.2 s sooner (bench/results/controller-scale.md). Dynamic imports
+# (the agent's dataplane and metrics, the controller's Kubernetes client) stay
+# separate chunks, loaded only when used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# etcd3 stays outside the controller's bundle: it reads its .proto files next to
+# its own sources at run time (node_modules is in the image).
+bundle() {
+  local name=$1; shift
+  local out=dist/bundle/$name
+  rm -rf "$out"
+  node_modules/.bin/esbuild "dist/cmd/$name/main.js" --bundle --splitting --platform=node --format=esm --target=node20 \
+    --outdir="$out" --log-level=warning "$@" \
+    --banner:js="import { createRequire as __weftRequire } from 'module'; const require = __weftRequire(import.meta.url);"
+  chmod +x "$out/main.js"
+}
+bundle weft-agent
+bundle weft-controller --external:etcd3
+# The `weft` CNI plugin as one file: the DaemonSet's init container copies it
+# (with the image's node) into the host's CNI bin dir, where a runtime runs it
+# for every pod; one file loads fastest and needs no node_modules on the host.
+node_modules/.bin/esbuild dist/cmd/weft-cni/main.js --bundle --platform=node --format=esm --target=node20 \
+  --outfile=dist/bundle/weft-cni/main.mjs --log-level=warning
