@@ -19,6 +19,8 @@ const SAMPLES = 10;
 const STALLED = 10;
 const CHURN = 500;
 /** A cold start that takes longer than this is reported as not finished. */
+/** Joins in flight per fleet process during the cold start. */
+const COLD_CONCURRENCY = Number(process.env.BENCH_COLD_CONCURRENCY ?? 32);
 const COLD_LIMIT_MS = Number(process.env.BENCH_COLD_LIMIT_MS ?? 600_000);
 let progressLine = "";
 
@@ -31,7 +33,7 @@ class Fleet {
   readonly proc: ChildProcess;
 
   constructor() {
-    this.proc = fork(path.join(repo, "test/bench/sim-fleet.ts"), [], { execArgv: ["--import", "tsx", "--max-old-space-size=4096"], stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    this.proc = fork(path.join(repo, "test/bench/sim-fleet.ts"), [], { execArgv: ["--import", "tsx", "--max-old-space-size=4096", ...(process.env.BENCH_FLEET_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_FLEET_PROF] : [])], stdio: ["ignore", "inherit", "inherit", "ipc"] });
     this.proc.on("message", (m: Reply) => {
       if (m.id === undefined) return;
       this.pending.get(m.id)?.(m);
@@ -74,9 +76,10 @@ function procCpuS(pid: number): number {
 }
 
 async function startController(etcd: string, port: number, metricsPort: number, profileDir?: string): Promise<ChildProcess> {
-  // BENCH_CPU_PROF=dir (cold start) or BENCH_CPU_PROF_RESTART=dir (the restarted process): a V8 CPU profile, for finding where the time goes.
+  // BENCH_CPU_PROF=dir (cold start) or BENCH_CPU_PROF_RESTART=dir (the restarted process): a V8 CPU profile, for finding where the time goes
+  // (BENCH_FLEET_PROF=dir as well: the simulated agents' processes, written when they exit).
   const prof = profileDir ? ["--cpu-prof", "--cpu-prof-dir", profileDir] : [];
-  const p = spawn(process.execPath, [...prof, path.join(repo, "dist/cmd/weft-controller/main.js"), "--etcd-endpoints", etcd, "--listen", `127.0.0.1:${port}`, "--metrics-addr", `127.0.0.1:${metricsPort}`, "--log-level", "warn"], {
+  const p = spawn(process.execPath, [...prof, path.join(repo, "dist/bundle/weft-controller/main.js"), "--etcd-endpoints", etcd, "--listen", `127.0.0.1:${port}`, "--metrics-addr", `127.0.0.1:${metricsPort}`, "--log-level", "warn"], {
     stdio: ["ignore", "ignore", "inherit"],
   });
   await waitFor("controller /readyz", async () => (await fetch(`http://127.0.0.1:${metricsPort}/readyz`).catch(() => undefined))?.ok ?? false, 60_000, 20);
@@ -86,6 +89,13 @@ async function startController(etcd: string, port: number, metricsPort: number, 
 async function metricValue(metricsPort: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   return text.split("\n").filter((l) => l.startsWith(name + " ") || l.startsWith(name + "{")).reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+}
+
+/** Mean of each phase of weft_controller_join_seconds, e.g. "register 12 ms, snapshot 3 ms". */
+async function joinPhaseMeans(metricsPort: number): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const value = (name: string, phase: string) => Number(text.match(new RegExp(`^${name}\\{phase="${phase}"\\} (\\S+)$`, "m"))?.[1] ?? NaN);
+  return ["register", "snapshot"].map((p) => `${p} ${((1000 * value("weft_controller_join_seconds_sum", p)) / value("weft_controller_join_seconds_count", p)).toFixed(0)} ms`).join(", ");
 }
 
 async function killed(p: ChildProcess): Promise<void> {
@@ -125,7 +135,7 @@ async function scenario(n: number): Promise<(string | number)[]> {
         .catch(() => undefined);
     }, 10_000);
     try {
-      await Promise.all([workers[0].ask({ cmd: "join", from: 0, to: half, concurrency: 32 }, COLD_LIMIT_MS), workers[1].ask({ cmd: "join", from: half, to: n, concurrency: 32 }, COLD_LIMIT_MS)]);
+      await Promise.all([workers[0].ask({ cmd: "join", from: 0, to: half, concurrency: COLD_CONCURRENCY }, COLD_LIMIT_MS), workers[1].ask({ cmd: "join", from: half, to: n, concurrency: COLD_CONCURRENCY }, COLD_LIMIT_MS)]);
     } finally {
       clearInterval(progress);
     }
@@ -136,13 +146,13 @@ async function scenario(n: number): Promise<(string | number)[]> {
       // Where cold start time went: CPU seconds of the controller and of each fleet process, and join latency as the fleet saw it.
       const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number }>({ cmd: "stats" })));
       console.log(
-        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${st.map((x) => x.cpuS.toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${procCpuS(etcd.pid!).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller's join phases (mean) ${await joinPhaseMeans(metricsPort)}, controller CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${st.map((x) => x.cpuS.toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${procCpuS(etcd.pid!).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
       );
     }
     if (process.env.BENCH_CPU_PROF) {
       // Profiling the cold start only: a clean exit writes the profile.
       const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-      console.log(text.split("\n").filter((l) => /etcd_operation_seconds_(sum|count)|config_push_seconds_(sum|count)|updates_sent|update_bytes/.test(l)).join("\n"));
+      console.log(text.split("\n").filter((l) => /etcd_operation_seconds_(sum|count)|join_seconds_(sum|count)|config_push_seconds_(sum|count)|updates_sent|update_bytes/.test(l)).join("\n"));
       const exited = new Promise((r) => ctl.once("exit", r));
       ctl.kill("SIGTERM");
       await exited;
@@ -216,6 +226,8 @@ async function scenario(n: number): Promise<(string | number)[]> {
     console.log(`n=${n}: every join answered after ${joinedS.toFixed(2)} s`);
     return [n, coldS, percentile(allReceived, 50), percentile(allReceived, 99), restartS, peak, rssAfter - rssBefore, resyncs, heldMax / 1024, stalledResyncS];
   } finally {
+    // Profiling the fleets: a clean exit (on disconnect) writes their profiles.
+    if (process.env.BENCH_FLEET_PROF) await Promise.all(fleets.map((f) => new Promise((r) => (f.proc.once("exit", r), f.proc.disconnect()))));
     fleets.forEach((f) => {
       f.proc.kill("SIGCONT");
       f.kill();
