@@ -29,7 +29,11 @@ const BUSY_FLUSH_WRITES = 64;
  * per-message costs were most of the controller's work. The gap is
  * MIN_DELTA_GAP_MS, growing with the change rate (MAX_DELTA_GAP_MS at
  * STORM_FULL_CHANGES_PER_S) and with the event loop's utilisation above
- * CALM_ELU. Changes at a human pace (one more join, a removal) go at once
+ * CALM_ELU. The gap also grows with the number of streams, so that deltas in
+ * a storm stay under STORM_DELTAS_PER_S in total (up to MAX_FLEET_GAP_MS):
+ * at 5000 agents a 500 ms gap was 10 000 messages a second, and their
+ * per-message cost, here and in every agent, was most of a join storm's CPU.
+ * Changes at a human pace (one more join, a removal) go at once
  * however busy the machine is, and snapshots are never held back: a joining
  * agent waits for its snapshot, its peers only for news.
  */
@@ -38,6 +42,8 @@ const STORM_FULL_CHANGES_PER_S = 400;
 const CALM_ELU = 0.6;
 const MIN_DELTA_GAP_MS = 100;
 const MAX_DELTA_GAP_MS = 500;
+const STORM_DELTAS_PER_S = 4000;
+const MAX_FLEET_GAP_MS = 2000;
 /** Time constant of the utilisation's moving average. */
 const ELU_TAU_MS = 250;
 export const DEFAULT_MAX_LAG_BYTES = 1024 * 1024;
@@ -298,7 +304,9 @@ export class Distributor {
     this.changes = 0;
     const byRate = (MAX_DELTA_GAP_MS * this.changeRate) / STORM_FULL_CHANGES_PER_S;
     const byLoad = (MAX_DELTA_GAP_MS * (this.elu - CALM_ELU)) / (1 - CALM_ELU);
-    this.deltaGap = this.opts.stormPacing !== false && this.changeRate >= STORM_CHANGES_PER_S ? Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad)) : 0;
+    const byStreams = Math.min(MAX_FLEET_GAP_MS, (1000 * this.readers.size) / STORM_DELTAS_PER_S);
+    const storm = this.opts.stormPacing !== false && this.changeRate >= STORM_CHANGES_PER_S;
+    this.deltaGap = storm ? Math.max(byStreams, Math.min(MAX_DELTA_GAP_MS, Math.max(MIN_DELTA_GAP_MS, byRate, byLoad))) : 0;
   }
 
   /** An agent acknowledged: what waited for it can go. */
