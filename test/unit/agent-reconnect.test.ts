@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseControllerAddresses, ReconnectPolicy } from "../../pkg/agent/reconnect.js";
+import { parseControllerAddresses, PROMPT_RETRIES, ReconnectPolicy } from "../../pkg/agent/reconnect.js";
 
 describe("agent: reconnect schedule", () => {
   it("dials the first address at once, then rotates with growing, capped delays", () => {
@@ -20,13 +20,25 @@ describe("agent: reconnect schedule", () => {
     assert.equal(mid.next().delayMs, 1000 + 0.9 * 1000);
   });
 
-  it("starts over from the base delay after a stream delivered its snapshot, but never at zero", () => {
+  it("after a stream delivered its snapshot, retries PROMPT_RETRIES times at the base delay, never at zero, then grows again", () => {
     const p = new ReconnectPolicy(["a:1", "b:2"], () => 1, 250, 10_000);
     for (let i = 0; i < 8; i++) p.next();
     p.succeeded();
-    const after = p.next();
-    assert.equal(after.delayMs, 250, "a controller that accepts then drops must not cause a busy loop");
-    assert.equal(p.next().delayMs, 500);
+    const after = Array.from({ length: PROMPT_RETRIES + 3 }, () => p.next().delayMs);
+    assert.deepEqual(after, [...Array(PROMPT_RETRIES).fill(250), 250, 500, 1000], "a controller that accepts then drops must not cause a busy loop");
+    const low = new ReconnectPolicy(["a:1"], () => 0, 250, 10_000);
+    low.next();
+    low.succeeded();
+    assert.equal(low.next().delayMs, 125, "jittered within [base/2, base]");
+  });
+
+  it("a failure that never reached a snapshot gets no prompt retries (a refusing or misconfigured controller is not hammered)", () => {
+    const p = new ReconnectPolicy(["a:1"], () => 1, 250, 10_000);
+    p.next();
+    assert.deepEqual([p.next().delayMs, p.next().delayMs, p.next().delayMs], [250, 500, 1000]);
+    p.succeeded();
+    for (let i = 0; i < PROMPT_RETRIES; i++) p.next();
+    assert.equal(p.next().delayMs, 250, "the prompt retries are used up; the ladder starts from the base");
   });
 
   it("with one address, keeps dialling it", () => {
