@@ -283,7 +283,7 @@ export async function run(): Promise<void> {
     notes: [
       `node ${process.version}, etcd 3.4 on loopback, 2-core machine shared with other builds and tests (noisy)`,
       `agents: ${CHANNELS_NOTE}; cold start = ${2 * COLD_CONCURRENCY} joins in flight from t0 until every agent holds N-1 peers; one more join = ${SAMPLES} joins, each timed until every agent has it (p99 of ${SAMPLES} = the max)`,
-      "restart: from SIGKILL until every agent holds a snapshot from the new process with all peers (agents reconnect after 100-300 ms)",
+      "restart: from SIGKILL until every agent holds a snapshot from the new process with all peers (agents reconnect on the agent's own ReconnectPolicy: 125-250 ms, then doubling, with jitter)",
       `churn: ${CHURN} nodes join and are removed (weftctl node remove path), first with every agent reading, then again while the ${STALLED} stalled agents' process is SIGSTOPped (those ${STALLED} have a channel each with a real agent's 64 KiB window); RSS is read 2 s after each churn`,
       "the controller is dist/bundle/weft-controller (what the image runs); deltas in a storm are paced by change rate and by stream count (at most ~4000 deltas/s in all)",
       "targets: N=1000 cold <= 2 s, join p99 <= 100 ms, restart <= 2 s; N=5000 cold <= 20 s, join p99 <= 250 ms, restart <= 20 s, peak RSS <= 1 GB; stalled agents <= 50 MB growth",

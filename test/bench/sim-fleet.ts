@@ -10,6 +10,7 @@
 // Commands arrive over the IPC channel from the parent; see Command below.
 import * as grpc from "@grpc/grpc-js";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
+import { ReconnectPolicy } from "../../pkg/agent/index.js";
 import { AgentMessage, JoinRequest } from "../../pkg/api/index.js";
 import { simJoinRequest } from "../harness/sim-agent.js";
 
@@ -43,6 +44,8 @@ class Agent {
   subnet = "";
   call?: grpc.ClientDuplexStream<AgentMessage, Buffer>;
   closed = false;
+  /** The agent's own reconnect schedule (exponential from 250 ms with jitter, reset by a snapshot). */
+  readonly reconnect = new ReconnectPolicy(["controller"]);
   onPeer?: (node: number) => void;
 
   constructor(
@@ -51,6 +54,7 @@ class Agent {
     capacity: number,
   ) {
     this.peers = new Uint8Array(capacity);
+    this.reconnect.next(); // the first dial, which the agent makes at once
   }
 
   private set(i: number, present: boolean): void {
@@ -188,7 +192,7 @@ function checkWaiters(): void {
 const serialize = (m: AgentMessage) => Buffer.from(AgentMessage.encode(m).finish());
 const identity = (b: Buffer) => b;
 
-/** Opens the agent's stream and sends Join; reconnects with a jittered delay when the stream ends (as the agent does). */
+/** Opens the agent's stream and sends Join; reconnects when the stream ends, on the agent's own schedule. */
 function connect(a: Agent): Promise<void> {
   return new Promise((resolve) => {
     let resolved = false;
@@ -202,6 +206,7 @@ function connect(a: Agent): Promise<void> {
       call.write({ msg: { $case: "ack", value: { revision, error: "" } } });
       if (!resolved && a.snapshots > before) {
         resolved = true;
+        a.reconnect.succeeded();
         joinMs.push(performance.now() - started);
         resolve();
       }
@@ -212,7 +217,7 @@ function connect(a: Agent): Promise<void> {
       if (ended) return;
       ended = true;
       if (a.closed) return resolve();
-      setTimeout(() => void connect(a).then(() => !resolved && ((resolved = true), resolve())), 100 + Math.random() * 200);
+      setTimeout(() => void connect(a).then(() => !resolved && ((resolved = true), resolve())), a.reconnect.next().delayMs);
     };
     call.on("error", again);
     call.on("end", again);
