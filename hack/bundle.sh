@@ -11,13 +11,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # etcd3 stays outside the controller's bundle: it reads its .proto files next to
 # its own sources at run time (node_modules is in the image).
+# CommonJS dependencies bundled into ES modules still expect require,
+# __filename and __dirname (write-file-atomic names its temp files from
+# __filename: without it every endpoint the agent persisted failed).
+BANNER="import { createRequire as __weftRequire } from 'module'; import { fileURLToPath as __weftPath } from 'url'; import { dirname as __weftDir } from 'path'; const require = __weftRequire(import.meta.url); const __filename = __weftPath(import.meta.url); const __dirname = __weftDir(__filename);"
 bundle() {
   local name=$1; shift
   local out=dist/bundle/$name
   rm -rf "$out"
   node_modules/.bin/esbuild "dist/cmd/$name/main.js" --bundle --splitting --platform=node --format=esm --target=node20 \
     --outdir="$out" --log-level=warning "$@" \
-    --banner:js="import { createRequire as __weftRequire } from 'module'; const require = __weftRequire(import.meta.url);"
+    --banner:js="$BANNER"
   chmod +x "$out/main.js"
 }
 bundle weft-agent

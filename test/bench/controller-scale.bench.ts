@@ -170,6 +170,7 @@ async function scenario(n: number): Promise<(string | number)[]> {
       allReceived.push(Math.max(...times) - j0);
       await new Promise((r) => setTimeout(r, 200));
     }
+    console.log(`n=${n} one more join, in order (ms): ${allReceived.map((t) => t.toFixed(0)).join(" ")}`);
     allReceived.sort((a, b) => a - b);
     const total = n + SAMPLES;
     const peakFirst = procStatus(ctl.pid!, "VmHWM");
