@@ -2,6 +2,21 @@ import net from "node:net";
 
 /** A TCP port that was free on `host` a moment ago (the kernel picked it). */
 export async function freePort(host = "127.0.0.1"): Promise<number> {
+  // A port is free only until somebody binds it: one handed out to a process
+  // that has not bound it yet can come back from the kernel on the next call
+  // (two controller replicas once got the same --listen port). Never twice per process.
+  for (;;) {
+    const port = await kernelFreePort(host);
+    if (handedOut.has(port)) continue;
+    if (handedOut.size >= 10_000) handedOut.clear(); // bounded; the ephemeral range has about 28 000
+    handedOut.add(port);
+    return port;
+  }
+}
+
+const handedOut = new Set<number>();
+
+function kernelFreePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
