@@ -2,9 +2,8 @@
 // fresh namespace), and one added peer on top of 5000, against the floor: the
 // same entries written by one raw `ip -batch` + `bridge -batch` call.
 import os from "node:os";
-import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
-import { silentLogger } from "../../pkg/log/index.js";
-import { applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
+import type { NodeDesired, PeerSpec } from "../../pkg/dataplane/index.js";
+import { addOneSamples, applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 77;
@@ -42,29 +41,11 @@ async function rawFloor(n: number): Promise<number> {
   });
 }
 
-/** One peer added on top of `n`: what an agent does when a node joins a big cluster. */
-async function addOne(n: number, samples: number): Promise<number[]> {
-  return withNamespace(async (ns, dir) => {
-    const dp = new Dataplane({ log: silentLogger(), netns: ns, cniConfDir: dir, stateDir: dir });
-    const base = desired(n);
-    await dp.apply(base);
-    const out: number[] = [];
-    for (let s = 0; s < samples; s++) {
-      // The agent's path: one peer handed over, then a flush of what is pending.
-      const t0 = performance.now();
-      dp.setPeer(base.networks[0].name, peer(n + 1 + s));
-      const r = await dp.flush();
-      out.push(performance.now() - t0);
-      if (r.changes !== 3) throw new Error(`expected 3 changes, got ${r.changes}`);
-    }
-    dp.close();
-    return out;
-  });
-}
-
 export async function run(): Promise<void> {
   const rows = await fromEmptyRows([100, 1000, 5000], (n) => `${n} peers from empty`, (n) => applyFromEmpty(desired(n), 3 * n), rawFloor);
-  const one = (await addOne(5000, 10)).sort((a, b) => a - b);
+  // One peer added on top of 5000: what an agent does when a node joins a big cluster.
+  const base = desired(5000);
+  const one = await addOneSamples(base, 10, (dp, s) => dp.setPeer(base.networks[0].name, peer(5000 + 1 + s)));
   rows.push(["1 peer added on top of 5000", one.length, percentile(one, 50), "-", "-"]);
   publish({
     id: "dataplane-programming",

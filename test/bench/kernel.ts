@@ -49,6 +49,28 @@ export async function applyFromEmpty(desired: NodeDesired, minChanges: number): 
 }
 
 /** Median ms of Weft and of the floor at each size (`reps` runs each, interleaved): one table row per size. */
+/**
+ * Applies `base`, then times `samples` single additions on top of it (the
+ * agent's path: one entry handed to the dataplane, then a flush of what is
+ * pending), each of which must be exactly 3 kernel changes. Sorted times, ms.
+ */
+export async function addOneSamples(base: NodeDesired, samples: number, add: (dp: Dataplane, sample: number) => void): Promise<number[]> {
+  return withNamespace(async (ns, dir) => {
+    const dp = new Dataplane({ log: silentLogger(), netns: ns, cniConfDir: dir, stateDir: dir });
+    await dp.apply(base);
+    const out: number[] = [];
+    for (let s = 0; s < samples; s++) {
+      const t0 = performance.now();
+      add(dp, s);
+      const r = await dp.flush();
+      out.push(performance.now() - t0);
+      if (r.changes !== 3) throw new Error(`expected 3 changes, got ${r.changes}`);
+    }
+    dp.close();
+    return out.sort((a, b) => a - b);
+  });
+}
+
 export async function fromEmptyRows(sizes: number[], label: (n: number) => string, weft: (n: number) => Promise<number>, floor: (n: number) => Promise<number>): Promise<(string | number)[][]> {
   const rows: (string | number)[][] = [];
   for (const n of sizes) {

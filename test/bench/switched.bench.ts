@@ -4,9 +4,8 @@
 // (master FDB, VXLAN FDB, bridge neighbour) written by one raw `ip -batch` +
 // `bridge -batch` + `ip -batch`.
 import os from "node:os";
-import { Dataplane, type EndpointSpec, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/index.js";
-import { silentLogger } from "../../pkg/log/index.js";
-import { applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
+import type { EndpointSpec, NodeDesired, PeerSpec } from "../../pkg/dataplane/index.js";
+import { addOneSamples, applyFromEmpty, fromEmptyRows, rawBatches, withNamespace } from "./kernel.js";
 import { percentile, publish } from "./table.js";
 
 const VNI = 78;
@@ -54,27 +53,10 @@ async function rawFloor(n: number): Promise<number> {
   });
 }
 
-/** One endpoint added on top of `n`: a pod started somewhere in a big switched network. */
-async function addOne(n: number, samples: number): Promise<number[]> {
-  return withNamespace(async (ns, dir) => {
-    const dp = new Dataplane({ log: silentLogger(), netns: ns, cniConfDir: dir, stateDir: dir });
-    await dp.apply(desired(n));
-    const out: number[] = [];
-    for (let s = 0; s < samples; s++) {
-      const t0 = performance.now();
-      dp.setEndpoint("bench", endpoint(n + 1 + s));
-      const r = await dp.flush();
-      out.push(performance.now() - t0);
-      if (r.changes !== 3) throw new Error(`expected 3 changes, got ${r.changes}`);
-    }
-    dp.close();
-    return out;
-  });
-}
-
 export async function run(): Promise<void> {
   const rows = await fromEmptyRows([100, 1000, 5000], (n) => `${n} endpoints (${PEERS} peers) from empty`, (n) => applyFromEmpty(desired(n), 3 * n), rawFloor);
-  const one = (await addOne(5000, 10)).sort((a, b) => a - b);
+  // One endpoint added on top of 5000: a pod started somewhere in a big switched network.
+  const one = await addOneSamples(desired(5000), 10, (dp, s) => dp.setEndpoint("bench", endpoint(5000 + 1 + s)));
   rows.push(["1 endpoint added on top of 5000", one.length, percentile(one, 50), "-", "-"]);
   publish({
     id: "switched-programming",
