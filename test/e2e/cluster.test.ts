@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { CONFLIST_NAME } from "../../pkg/cni/index.js";
 import { waitFor } from "../../pkg/lab/ports.js";
 import { json, metricValue, pingAcrossAgentRestarts, useCluster } from "../harness/cluster.js";
+import { startTcpdump } from "../harness/tcpdump.js";
 
 const VNI = 42;
 const DEV = `weft.${VNI}`;
@@ -36,14 +36,9 @@ describe("e2e: three hosts, two pods each (routed VXLAN)", function () {
     const [h1, h2] = c.hosts;
     const from = c.pods.find((p) => p.host === h1)!;
     const to = c.pods.find((p) => p.host === h2)!;
-    const capture = execa("ip", ["netns", "exec", c.cluster.switchNs, "timeout", "10", "tcpdump", "-l", "-n", "-T", "vxlan", "-i", `h${h1.index}`, "-c", "2", `udp dst port ${PORT}`], { reject: false });
-    // tcpdump says "listening on" once the capture is attached; packets sent before would be missed.
-    await new Promise<void>((resolve) => {
-      capture.stderr?.on("data", (d: Buffer) => d.toString().includes("listening on") && resolve());
-      void capture.then(() => resolve());
-    });
+    const capture = await startTcpdump(c.cluster.switchNs, 10, ["-T", "vxlan", "-i", `h${h1.index}`, "-c", "2", `udp dst port ${PORT}`]);
     await c.cluster.ping(from.netns, to.ip, 3, 0.2, 1);
-    const out = String((await capture).stdout);
+    const out = await capture.output();
     assert.match(out, new RegExp(`${h1.ip.replaceAll(".", "\\.")}\\.\\d+ > ${h2.ip.replaceAll(".", "\\.")}\\.${PORT}: VXLAN.*vni ${VNI}`), out);
     assert.match(out, new RegExp(`${from.ip.replaceAll(".", "\\.")} > ${to.ip.replaceAll(".", "\\.")}: ICMP echo request`), out);
   });

@@ -14,6 +14,7 @@ import { Dataplane, type NodeDesired, type PeerSpec } from "../../pkg/dataplane/
 import { silentLogger } from "../../pkg/log/index.js";
 import { newRegistry, type Registry } from "../../pkg/metrics/index.js";
 import { cniBinDir } from "../harness/cli.js";
+import { startTcpdump } from "../harness/tcpdump.js";
 import { deleteNamespacesWithPrefix, Netns, switchedHosts, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4242;
@@ -167,18 +168,10 @@ describe("e2e: dataplane on a real kernel (three hosts in namespaces, CNI-attach
 
   it("pods reach each other across hosts, over VXLAN on the configured port", async () => {
     const [h1, h2, h3] = hosts;
-    // Capture on the switch port of host 2: tcpdump reports "listening" on stderr once attached.
-    const capture = execa("ip", ["netns", "exec", sw.name, "timeout", "20", "tcpdump", "-l", "-n", "-T", "vxlan", "-i", "h2", "-c", "1", `udp dst port ${PORT}`], { reject: false });
-    await new Promise<void>((resolve, reject) => {
-      let err = "";
-      capture.stderr!.on("data", (d: Buffer) => {
-        err += d.toString();
-        if (err.includes("listening on")) resolve();
-      });
-      capture.once("exit", () => reject(new Error(`tcpdump exited early: ${err}`)));
-    });
+    // Capture on the switch port of host 2.
+    const capture = await startTcpdump(sw.name, 20, ["-T", "vxlan", "-i", "h2", "-c", "1", `udp dst port ${PORT}`]);
     assert.ok(await ping(h1.pod!.ns, h2.pod!.ip), "pod h1 -> pod h2");
-    const out = String((await capture).stdout);
+    const out = await capture.output();
     const esc = (ip: string) => ip.replaceAll(".", "\\.");
     assert.match(out, new RegExp(`${esc(h1.ip)}\\.\\d+ > ${esc(h2.ip)}\\.${PORT}: VXLAN.*vni ${VNI}`), out);
     for (const [a, b] of [[h1, h3], [h2, h3], [h3, h1], [h2, h1], [h3, h2]]) {

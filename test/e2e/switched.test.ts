@@ -17,6 +17,7 @@ import { EndpointServer } from "../../pkg/cni/endpoint-server.js";
 import { Dataplane, type EndpointSpec, type NetworkDesired, type NodeDesired } from "../../pkg/dataplane/index.js";
 import { silentLogger } from "../../pkg/log/index.js";
 import { cniBinDir } from "../harness/cli.js";
+import { startTcpdump, type Capture } from "../harness/tcpdump.js";
 import { deleteNamespacesWithPrefix, Netns, switchedHosts, uniqueNetnsPrefix } from "../harness/netns.js";
 
 const VNI = 4343;
@@ -114,22 +115,8 @@ describe("e2e: switched network on a real kernel (three hosts, two CNI-attached 
   }
 
   /** tcpdump on every switch port (-i any), decoding VXLAN on the test's port; resolves once attached. */
-  async function capture(): Promise<{ stop(): Promise<string> }> {
-    const proc = execa("ip", ["netns", "exec", sw.name, "timeout", "60", "tcpdump", "-l", "-n", "-i", "any", "-T", "vxlan", `udp port ${PORT}`], { reject: false });
-    await new Promise<void>((resolve, reject) => {
-      let err = "";
-      proc.stderr!.on("data", (d: Buffer) => {
-        err += d.toString();
-        if (err.includes("listening on")) resolve();
-      });
-      proc.once("exit", () => reject(new Error(`tcpdump exited early: ${err}`)));
-    });
-    return {
-      async stop() {
-        proc.kill("SIGINT");
-        return String((await proc).stdout);
-      },
-    };
+  function capture(): Promise<Capture> {
+    return startTcpdump(sw.name, 60, ["-i", "any", "-T", "vxlan", `udp port ${PORT}`]);
   }
 
   /** Outer (underlay) source -> destination of every VXLAN packet in a capture. */
