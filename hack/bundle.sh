@@ -9,8 +9,6 @@
 # separate chunks, loaded only when used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# etcd3 stays outside the controller's bundle: it reads its .proto files next to
-# its own sources at run time (node_modules is in the image).
 # CommonJS dependencies bundled into ES modules still expect require,
 # __filename and __dirname (write-file-atomic names its temp files from
 # __filename: without it every endpoint the agent persisted failed).
@@ -25,6 +23,8 @@ bundle() {
   chmod +x "$out/main.js"
 }
 bundle weft-agent
+# etcd3 stays outside the controller's bundle: it reads its .proto files next to
+# its own sources at run time (node_modules is in the image).
 bundle weft-controller --external:etcd3
 # The `weft` CNI plugin as one file: the DaemonSet's init container copies it
 # (with the image's node) into the host's CNI bin dir, where a runtime runs it

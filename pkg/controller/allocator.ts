@@ -24,8 +24,8 @@ export interface AllocatorDeps {
   leases?: LeasePool;
   /** Subnets this replica's registrations chose and the view does not show yet (see reservations.ts). */
   reservations?: SubnetReservations;
-  /** Resolves once the view has caught up with `revision` (rejects on timeout): when a committed claim's hold can go. */
-  viewAt?: (revision: number) => Promise<void>;
+  /** The view's catching up (ModelSync): a committed claim's hold goes once the view has reached its revision. */
+  sync?: { waitFor(revision: number): Promise<void> };
 }
 
 /** Runs at most `n` of the given tasks at once; the rest wait in order. */
@@ -146,8 +146,9 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
   let granted: string | undefined;
   /** Subnets held for this registration's current claims; let go unless a commit keeps them until the view has it. */
   let holds: LeaseRecord[] = [];
+  const release = (claims: LeaseRecord[]) => claims.forEach((c) => deps.reservations?.release(c.network, c.subnet, c.node));
   const releaseHolds = () => {
-    for (const c of holds) deps.reservations?.release(c.network, c.subnet, c.node);
+    release(holds);
     holds = [];
   };
   // A pooled lease is young enough to need no renewal at once (lease-pool.ts): fresh like one granted now.
@@ -236,8 +237,8 @@ async function syncNodeNow(deps: AllocatorDeps, intent: NodeIntent, onlyIfChange
         const kept = holds;
         holds = [];
         if (kept.length > 0) {
-          const letGo = () => kept.forEach((c) => deps.reservations?.release(c.network, c.subnet, c.node));
-          if (deps.viewAt) deps.viewAt(res.revision).then(letGo, letGo);
+          const letGo = () => release(kept);
+          if (deps.sync) deps.sync.waitFor(res.revision).then(letGo, letGo);
           else letGo();
         }
         const fresh = leaseId === granted;

@@ -33,10 +33,4 @@ export class SubnetReservations {
     m.delete(subnet);
     if (m.size === 0) this.byNetwork.delete(network);
   }
-
-  get size(): number {
-    let n = 0;
-    for (const m of this.byNetwork.values()) n += m.size;
-    return n;
-  }
 }

@@ -47,7 +47,6 @@ export class Sessions {
       limit: limiter(MAX_REGISTRATIONS_IN_FLIGHT),
       leases: new LeasePool(opts.store, opts.leaseTtlSeconds, opts.log),
       reservations: new SubnetReservations(),
-      viewAt: (revision) => opts.sync.waitFor(revision),
     };
     metrics.sources.lag = () => this.lags();
     metrics.sources.buffered = () => this.distributor.bufferedBytes;
