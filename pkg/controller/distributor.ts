@@ -44,6 +44,14 @@ const MIN_DELTA_GAP_MS = 100;
 const MAX_DELTA_GAP_MS = 500;
 const STORM_DELTAS_PER_S = 4000;
 const MAX_FLEET_GAP_MS = 2000;
+/**
+ * A storm is over once no peer entry changed for this long, whatever the
+ * rate's moving average still says: the first join after a storm goes to
+ * every stream at once instead of waiting out the gap of the storm's last
+ * delta (up to 250 ms at 1000 agents). Within a storm, registrations commit
+ * in batches well under this apart.
+ */
+const STORM_QUIET_MS = 300;
 /** Time constant of the utilisation's moving average. */
 const ELU_TAU_MS = 250;
 export const DEFAULT_MAX_LAG_BYTES = 1024 * 1024;
@@ -128,6 +136,7 @@ export class Distributor {
   /** Peer entries logged since the last measurement, and their moving-average rate per second. */
   private changes = 0;
   private changeRate = 0;
+  private lastChangeAt = -Infinity;
   private snapshotInflight = 0;
   private readonly maxLagBytes: number;
   private readonly maxLogBytes: number;
@@ -217,6 +226,7 @@ export class Distributor {
       const feed = this.endpointFeeds.get(net);
       if (feed) for (const key of keys) feed.set(key, this.model.endpoints.get(net, key));
     }
+    const changesBefore = this.changes;
     for (const [net, nodes] of change.peers) {
       const feed = this.feed(net, false);
       for (const node of nodes) {
@@ -226,6 +236,14 @@ export class Distributor {
         const r = own && this.readers.get(own);
         if (r) r.headersDirty = true;
       }
+    }
+    if (this.changes > changesBefore) {
+      const now = performance.now();
+      if (now - this.lastChangeAt > STORM_QUIET_MS) {
+        this.changeRate = 0;
+        this.deltaGap = 0;
+      }
+      this.lastChangeAt = now;
     }
     if (change.networks.size > 0) for (const r of this.readers.values()) r.headersDirty = true;
     this.schedule();

@@ -265,4 +265,25 @@ describe("controller model and distributor (pure)", () => {
     a.take();
     assert.deepEqual(normalize(a.desired), normalize(reference(h.model, a)), "after the gap the stream holds everything");
   });
+
+  it("the first change after a storm goes at once, though the stream's last delta is younger than the storm's gap", async () => {
+    const h = harness();
+    h.apply(putNetwork(netSpec("a", "10.1.0.0/16", 1)), putLease("a", "10.1.1.0/24", "n01"));
+    const a = h.agent("n01");
+    a.take();
+    for (let i = 2; i < 200; i++) {
+      h.apply(putLease("a", `10.1.${i}.0/24`, `n${String(i).padStart(3, "0")}`));
+      h.d.flush();
+    }
+    a.take();
+    // Quiet for longer than a storm's pauses, shorter than its gap (which the rate's average still sets).
+    await new Promise((r) => setTimeout(r, 350));
+    a.take(); // what the paced flushes delivered meanwhile
+    h.apply(putLease("a", "10.1.250.0/24", "n250"));
+    h.d.flush();
+    const next = a.take();
+    assert.equal(next.length, 1, "one more join after a storm is sent at the first flush");
+    assert.deepEqual(next[0].peerUpdates.map((u) => u.peer?.nodeName), ["n250"]);
+    assert.deepEqual(normalize(a.desired), normalize(reference(h.model, a)));
+  });
 });
