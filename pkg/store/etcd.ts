@@ -150,6 +150,8 @@ export class EtcdKv {
         "grpc.initial_reconnect_backoff_ms": 100,
         "grpc.min_reconnect_backoff_ms": 100,
         "grpc.max_reconnect_backoff_ms": 500,
+        // Nothing reads channelz; it costs counters and a timestamp per call.
+        "grpc.enable_channelz": 0,
       },
       ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca ?? (null as unknown as Buffer), certChain: opts.tls.cert, privateKey: opts.tls.key } } : {}),
     });
