@@ -123,6 +123,10 @@ async function scenario(n: number): Promise<(string | number)[]> {
     await Promise.all(workers.map((w) => w.init(address, capacity)));
 
     // Cold start: N agents join (64 joins in flight) until every agent holds all N-1 peers.
+    // CPU is reported for the cold start alone (each process's start-up before it excluded).
+    const fleetCpuAtStart = (await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number }>({ cmd: "stats" })))).map((x) => x.cpuS);
+    const ctlCpuAtStart = procCpuS(ctl.pid!);
+    const etcdCpuAtStart = procCpuS(etcd.pid!);
     const t0 = EPOCH();
     const half = Math.floor(n / 2);
     // Progress every 10 s, so a run that does not finish still says how far it got.
@@ -146,7 +150,7 @@ async function scenario(n: number): Promise<(string | number)[]> {
       // Where cold start time went: CPU seconds of the controller and of each fleet process, and join latency as the fleet saw it.
       const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number }>({ cmd: "stats" })));
       console.log(
-        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller's join phases (mean) ${await joinPhaseMeans(metricsPort)}, controller CPU ${procCpuS(ctl.pid!).toFixed(1)} s, fleets CPU ${st.map((x) => x.cpuS.toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${procCpuS(etcd.pid!).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller's join phases (mean) ${await joinPhaseMeans(metricsPort)}, controller CPU ${(procCpuS(ctl.pid!) - ctlCpuAtStart).toFixed(1)} s, fleets CPU ${st.map((x, i) => (x.cpuS - fleetCpuAtStart[i]).toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${(procCpuS(etcd.pid!) - etcdCpuAtStart).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
       );
     }
     if (process.env.BENCH_CPU_PROF) {
@@ -161,16 +165,20 @@ async function scenario(n: number): Promise<(string | number)[]> {
 
     // One more join at a time: until every agent has the new peer.
     const allReceived: number[] = [];
+    const phases: string[] = [];
     for (let s = 0; s < SAMPLES; s++) {
       const node = n + s;
       const expect = workers.map((w) => w.ask<Reply & { times: number[] }>({ cmd: "expect", node }));
       const j0 = EPOCH();
       await workers[s % 2].ask({ cmd: "join", from: node, to: node + 1, concurrency: 1 });
+      const answered = EPOCH() - j0;
       const times = (await Promise.all(expect)).flatMap((r) => r.times);
       allReceived.push(Math.max(...times) - j0);
+      // Where one join's time went: its own snapshot, then the first and the last agent to hear of it.
+      phases.push(`${answered.toFixed(0)}/${(Math.min(...times) - j0).toFixed(0)}/${(Math.max(...times) - j0).toFixed(0)}`);
       await new Promise((r) => setTimeout(r, 200));
     }
-    console.log(`n=${n} one more join, in order (ms): ${allReceived.map((t) => t.toFixed(0)).join(" ")}`);
+    console.log(`n=${n} one more join, in order (ms; joined/first/last agent has it): ${phases.join(" ")}`);
     allReceived.sort((a, b) => a - b);
     const total = n + SAMPLES;
     const peakFirst = procStatus(ctl.pid!, "VmHWM");
@@ -292,4 +300,4 @@ export async function run(): Promise<void> {
   });
 }
 
-const CHANNELS_NOTE = "each worker process opens 32 gRPC channels (8 MiB HTTP/2 receive window each, see sim-fleet.ts) and one Join stream per agent";
+const CHANNELS_NOTE = "each worker process opens 32 HTTP/2 connections (8 MiB receive window each, see sim-fleet.ts) and one gRPC Join stream per agent, spoken over node:http2 (grpc-h2.ts) rather than grpc-js, whose per-stream cost the simulated agents took from the controller";

@@ -1,6 +1,7 @@
 // A fleet of simulated agents in its own process (the controller benchmark
 // forks two or more of these, never running agents in the controller's
-// process). Each agent is a real gRPC Join stream speaking proto/weft/v1: it
+// process). Each agent is a real gRPC Join stream speaking proto/weft/v1
+// (gRPC over node:http2, grpc-h2.ts, for what grpc-js costs per stream): it
 // sends Join (with its VTEP MAC, as the agent does from its state dir),
 // decodes every ConfigUpdate off the wire, applies snapshot and deltas to
 // its peer set and acknowledges every revision. To keep 2500 agents x 5000
@@ -8,11 +9,10 @@
 // names, the node's own subnet) and a peer set is a bitmap over node indexes.
 //
 // Commands arrive over the IPC channel from the parent; see Command below.
-import * as grpc from "@grpc/grpc-js";
-import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { ReconnectPolicy } from "../../pkg/agent/index.js";
 import { AgentMessage, JoinRequest } from "../../pkg/api/index.js";
 import { simJoinRequest } from "../harness/sim-agent.js";
+import { H2Channel, type H2Call } from "./grpc-h2.js";
 
 export type Command =
   /** `agentWindow`: each channel gets the HTTP/2 receive window a real agent has (64 KiB), not the fleet's shared 8 MiB. */
@@ -25,8 +25,8 @@ export type Command =
   | { cmd: "leave"; id: number; from: number; to: number }
   | { cmd: "stats"; id: number };
 
-// Each failed reconnect attempt (while the controller is down) makes grpc-js
-// create an Error, and under tsx every stack is mapped through source maps:
+// Each failed reconnect attempt (while the controller is down) creates an
+// Error per stream, and under tsx every stack is mapped through source maps:
 // with a thousand agents retrying, that was most of this process's CPU,
 // which on a 2-core machine it takes from the controller being measured.
 // Nothing here reads a stack.
@@ -42,7 +42,7 @@ class Agent {
   snapshots = 0;
   lastSnapshotAt = 0;
   subnet = "";
-  call?: grpc.ClientDuplexStream<AgentMessage, Buffer>;
+  call?: H2Call;
   closed = false;
   /** The agent's own reconnect schedule (exponential from 250 ms with jitter, reset by a snapshot). */
   readonly reconnect = new ReconnectPolicy(["controller"]);
@@ -70,70 +70,57 @@ class Agent {
   }
 
   /** Applies one ConfigUpdate as the agent's applyConfigUpdate would (networks, then peer updates). Returns its revision. */
-  apply(buf: Buffer, network: string): number {
-    const r = new BinaryReader(buf);
+  apply(buf: Buffer): number {
+    // A restart at N=5000 delivers 25 M peer elements, a cold start 12 M per fleet process: the wire is read by hand
+    // (the readers below), a peer by its name alone, which comes first (its field 1), the rest jumped over.
+    at = 0;
     let revision = 0;
     let snapshot = false;
     const netPeers: number[] = [];
     let netSeen = false;
     let removedNet = false;
-    const updates: [number, boolean][] = [];
-    while (r.pos < r.len) {
-      const tag = r.uint32();
+    /** +(i+1): peer i present, -(i+1): removed. */
+    const updates: number[] = [];
+    while (at < buf.length) {
+      const tag = varint(buf);
       const field = tag >>> 3;
-      if (field === 1) revision = Number(r.int64());
-      else if (field === 2) snapshot = r.bool();
+      if (field === 1) revision = varint(buf);
+      else if (field === 2) snapshot = varint(buf) !== 0;
       else if (field === 3) {
-        const end = r.uint32() + r.pos;
-        let name = "";
-        const peers: number[] = [];
+        const end = varint(buf) + at;
+        let ours = false;
         let subnet = "";
-        while (r.pos < end) {
-          const t = r.uint32();
+        const peers: number[] = [];
+        while (at < end) {
+          const t = varint(buf);
           const f = t >>> 3;
-          if (f === 1) name = r.string();
-          else if (f === 10) subnet = r.string();
-          else if (f === 12) {
-            const pend = r.uint32() + r.pos;
-            // node_name is the Peer's field 1 and comes first on the wire: read it, jump past the rest
-            // (a restart at N=5000 delivers 25 M peer elements; skipping field by field was most of this process's CPU).
-            while (r.pos < pend) {
-              const pt = r.uint32();
-              if (pt >>> 3 === 1) {
-                peers.push(nodeIndex(r, buf));
-                r.pos = pend;
-              } else r.skip(pt & 7);
-            }
-          } else r.skip(t & 7);
+          if (f === 1) ours = isNetwork(buf);
+          else if (f === 10) subnet = text(buf);
+          else if (f === 12) peers.push(peerIndex(buf));
+          else skip(buf, t & 7);
         }
-        if (name === network) {
+        if (ours) {
           netSeen = true;
           this.subnet = subnet;
-          netPeers.push(...peers);
+          for (const p of peers) netPeers.push(p);
         }
       } else if (field === 4) {
-        if (r.string() === network) removedNet = true;
+        if (isNetwork(buf)) removedNet = true;
       } else if (field === 5) {
-        const end = r.uint32() + r.pos;
-        let net = "";
+        const end = varint(buf) + at;
+        let ours = false;
         let node = -1;
         let removed = false;
-        while (r.pos < end) {
-          const t = r.uint32();
+        while (at < end) {
+          const t = varint(buf);
           const f = t >>> 3;
-          if (f === 1) net = r.string();
-          else if (f === 2) {
-            const pend = r.uint32() + r.pos;
-            while (r.pos < pend) {
-              const pt = r.uint32();
-              if (pt >>> 3 === 1) node = nodeIndex(r, buf);
-              else r.skip(pt & 7);
-            }
-          } else if (f === 3) removed = r.bool();
-          else r.skip(t & 7);
+          if (f === 1) ours = isNetwork(buf);
+          else if (f === 2) node = peerIndex(buf);
+          else if (f === 3) removed = varint(buf) !== 0;
+          else skip(buf, t & 7);
         }
-        if (net === network) updates.push([node, removed]);
-      } else r.skip(tag & 7);
+        if (ours && node >= 0) updates.push(removed ? -(node + 1) : node + 1);
+      } else skip(buf, tag & 7);
     }
     if (snapshot || netSeen || removedNet) {
       this.peers.fill(0);
@@ -144,26 +131,78 @@ class Agent {
       }
     }
     for (const p of netPeers) this.set(p, true);
-    for (const [p, removed] of updates) this.set(p, !removed);
+    for (const u of updates) this.set(Math.abs(u) - 1, u > 0);
     return revision;
   }
 }
 
-/** Reads a node_name field ("node-<i>") as its index, straight from the bytes: a string per peer per message was most of the decoding. */
-function nodeIndex(r: BinaryReader, buf: Uint8Array): number {
-  const len = r.uint32();
-  const end = r.pos + len;
-  let v = 0;
-  for (let i = r.pos + 5; i < end; i++) v = v * 10 + buf[i] - 48;
-  r.pos = end;
+// A cursor over the message being applied, and the few protobuf readers apply() needs.
+let at = 0;
+let networkBytes = Buffer.alloc(0);
+
+function varint(buf: Uint8Array): number {
+  let b = buf[at++];
+  if (b < 0x80) return b;
+  let v = b & 0x7f;
+  let mul = 0x80;
+  do {
+    b = buf[at++];
+    v += (b & 0x7f) * mul;
+    mul *= 0x80;
+  } while (b >= 0x80);
   return v;
+}
+
+function skip(buf: Uint8Array, wireType: number): void {
+  if (wireType === 0) varint(buf);
+  else if (wireType === 1) at += 8;
+  else if (wireType === 2) {
+    const len = varint(buf);
+    at += len;
+  } else if (wireType === 5) at += 4;
+  else throw new Error(`wire type ${wireType} not expected in a ConfigUpdate`);
+}
+
+function text(buf: Buffer): string {
+  const len = varint(buf);
+  at += len;
+  return buf.toString("utf8", at - len, at);
+}
+
+/** Reads a string field and says whether it is the benchmark's network, comparing bytes (a string per peer update was a good part of the decoding). */
+function isNetwork(buf: Uint8Array): boolean {
+  const len = varint(buf);
+  const start = at;
+  at += len;
+  if (len !== networkBytes.length) return false;
+  for (let i = 0; i < len; i++) if (buf[start + i] !== networkBytes[i]) return false;
+  return true;
+}
+
+/** Reads a Peer as the index in its node_name ("node-<i>"), straight from the bytes; -1 when it has none. */
+function peerIndex(buf: Uint8Array): number {
+  const end = varint(buf) + at;
+  let index = -1;
+  while (at < end) {
+    const t = varint(buf);
+    if (t >>> 3 !== 1) {
+      skip(buf, t & 7);
+      continue;
+    }
+    const len = varint(buf);
+    index = 0;
+    for (let i = at + 5; i < at + len; i++) index = index * 10 + buf[i] - 48;
+    break; // node_name comes first on the wire: jump past the rest
+  }
+  at = end;
+  return index;
 }
 
 let address = "";
 let network = "";
 let capacity = 0;
 const agents = new Map<number, Agent>();
-let clients: grpc.Client[] = [];
+let channels: H2Channel[] = [];
 /**
  * Channels (HTTP/2 connections) per fleet process, and each one's receive
  * window. A real agent has a connection of its own with HTTP/2's 64 KiB
@@ -171,8 +210,8 @@ let clients: grpc.Client[] = [];
  * default window all their snapshots would queue behind one 64 KiB
  * connection window (a bottleneck of the simulation, not of the controller:
  * the N=5000 restart pushes 1.6 GB of snapshots). 8 MiB per connection is
- * about as much window as its N/64 agents would have had at N=5000. grpc-js
- * gives a stream the same window, more than an agent's 64 KiB (a real agent
+ * about as much window as its N/64 agents would have had at N=5000. A stream
+ * gets the same window (as grpc-js' flow_control_window option does), more than an agent's 64 KiB (a real agent
  * needs a few window round trips for a 325 KB snapshot).
  */
 const CHANNELS = 32;
@@ -192,37 +231,35 @@ function checkWaiters(): void {
 const serialize = (m: AgentMessage) => Buffer.from(AgentMessage.encode(m).finish());
 const identity = (b: Buffer) => b;
 
+const encode = (m: AgentMessage) => AgentMessage.encode(m).finish();
+
 /** Opens the agent's stream and sends Join; reconnects when the stream ends, on the agent's own schedule. */
 function connect(a: Agent): Promise<void> {
   return new Promise((resolve) => {
     let resolved = false;
-    const client = clients[a.index % CHANNELS];
-    const call = client.makeBidiStreamRequest<AgentMessage, Buffer>("/weft.v1.Controller/Join", serialize, identity);
-    a.call = call;
     const before = a.snapshots;
     const started = performance.now();
-    call.on("data", (buf: Buffer) => {
-      const revision = a.apply(buf, network);
-      call.write({ msg: { $case: "ack", value: { revision, error: "" } } });
-      if (!resolved && a.snapshots > before) {
-        resolved = true;
-        a.reconnect.succeeded();
-        joinMs.push(performance.now() - started);
-        resolve();
-      }
-      checkWaiters();
-    });
-    let ended = false;
     const again = () => {
-      if (ended) return;
-      ended = true;
       if (a.closed) return resolve();
       setTimeout(() => void connect(a).then(() => !resolved && ((resolved = true), resolve())), a.reconnect.next().delayMs);
     };
-    call.on("error", again);
-    call.on("end", again);
-    call.on("status", () => undefined);
-    call.write({ msg: { $case: "join", value: a.request } });
+    const call = channels[a.index % CHANNELS].open(
+      "/weft.v1.Controller/Join",
+      (buf) => {
+        const revision = a.apply(buf);
+        call.write(encode({ msg: { $case: "ack", value: { revision, error: "" } } }));
+        if (!resolved && a.snapshots > before) {
+          resolved = true;
+          a.reconnect.succeeded();
+          joinMs.push(performance.now() - started);
+          resolve();
+        }
+        checkWaiters();
+      },
+      again,
+    );
+    a.call = call;
+    call.write(encode({ msg: { $case: "join", value: a.request } }));
   });
 }
 
@@ -230,15 +267,8 @@ async function handle(c: Command): Promise<void> {
   switch (c.cmd) {
     case "init":
       ({ address, network, capacity } = c);
-      clients = Array.from({ length: CHANNELS }, () => new grpc.Client(address, grpc.credentials.createInsecure(), {
-          "grpc.use_local_subchannel_pool": 1,
-          "grpc.max_receive_message_length": 64 * 1024 * 1024,
-          // The agent dials a fresh channel per attempt (no channel backoff, its own 250 ms base); a channel shared by
-          // many simulated agents must not add grpc-js' 1 s x 1.6 reconnect backoff on top of their 100-300 ms retry.
-          ...(c.agentWindow ? {} : { "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW }),
-          "grpc.initial_reconnect_backoff_ms": 100,
-          "grpc.max_reconnect_backoff_ms": 300,
-        }));
+      networkBytes = Buffer.from(network);
+      channels = Array.from({ length: CHANNELS }, () => new H2Channel(address, c.agentWindow ? undefined : FLOW_CONTROL_WINDOW));
       process.send!({ ready: true });
       return;
     case "join": {
