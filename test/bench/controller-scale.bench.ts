@@ -16,6 +16,7 @@ import { percentile, publish } from "./table.js";
 const repo = path.resolve(import.meta.dirname, "../..");
 const EPOCH = () => performance.timeOrigin + performance.now();
 const SAMPLES = 10;
+const SETTLE_MS = 1000;
 const STALLED = 10;
 const CHURN = 500;
 /** A cold start that takes longer than this is reported as not finished. */
@@ -148,9 +149,9 @@ async function scenario(n: number): Promise<(string | number)[]> {
     const coldS = (Math.max(...cold.map((r) => r.at)) - t0) / 1000;
     {
       // Where cold start time went: CPU seconds of the controller and of each fleet process, and join latency as the fleet saw it.
-      const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number }>({ cmd: "stats" })));
+      const st = await Promise.all(workers.map((w) => w.ask<Reply & { cpuS: number; joinP50: number; joinP99: number; failedJoins: number }>({ cmd: "stats" })));
       console.log(
-        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller's join phases (mean) ${await joinPhaseMeans(metricsPort)}, controller CPU ${(procCpuS(ctl.pid!) - ctlCpuAtStart).toFixed(1)} s, fleets CPU ${st.map((x, i) => (x.cpuS - fleetCpuAtStart[i]).toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms, etcd CPU ${(procCpuS(etcd.pid!) - etcdCpuAtStart).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
+        `n=${n} cold start ${coldS.toFixed(2)} s (joins answered ${joinedS.toFixed(2)} s): controller's join phases (mean) ${await joinPhaseMeans(metricsPort)}, controller CPU ${(procCpuS(ctl.pid!) - ctlCpuAtStart).toFixed(1)} s, fleets CPU ${st.map((x, i) => (x.cpuS - fleetCpuAtStart[i]).toFixed(1)).join(" + ")} s, join→snapshot p50 ${st.map((x) => x.joinP50.toFixed(0)).join("/")} ms p99 ${st.map((x) => x.joinP99.toFixed(0)).join("/")} ms (${st.reduce((n, x) => n + x.failedJoins, 0)} join streams ended before their snapshot), etcd CPU ${(procCpuS(etcd.pid!) - etcdCpuAtStart).toFixed(1)} s, ${await metricValue(metricsPort, "weft_controller_updates_sent_total")} messages sent, load ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`,
       );
     }
     if (process.env.BENCH_CPU_PROF) {
@@ -163,7 +164,9 @@ async function scenario(n: number): Promise<(string | number)[]> {
       return [n, coldS, joinedS];
     }
 
-    // One more join at a time: until every agent has the new peer.
+    // One more join at a time, into the settled cluster (the cold start's storm pacing lasts until no peer changed for
+    // 300 ms, and its last deltas were paced up to 250 ms behind its last change): until every agent has the new peer.
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const allReceived: number[] = [];
     const phases: string[] = [];
     for (let s = 0; s < SAMPLES; s++) {
@@ -291,7 +294,7 @@ export async function run(): Promise<void> {
     rows,
     notes: [
       `node ${process.version}, etcd 3.4 on loopback, 2-core machine shared with other builds and tests (noisy)`,
-      `agents: ${CHANNELS_NOTE}; cold start = ${2 * COLD_CONCURRENCY} joins in flight from t0 until every agent holds N-1 peers; one more join = ${SAMPLES} joins, each timed until every agent has it (p99 of ${SAMPLES} = the max)`,
+      `agents: ${CHANNELS_NOTE}; cold start = ${2 * COLD_CONCURRENCY} joins in flight from t0 until every agent holds N-1 peers; one more join = ${SAMPLES} joins ${SETTLE_MS} ms after the cold start and 200 ms apart, each timed until every agent has it (p99 of ${SAMPLES} = the max)`,
       "restart: from SIGKILL until every agent holds a snapshot from the new process with all peers (agents reconnect on the agent's own ReconnectPolicy: 125-250 ms, then doubling, with jitter)",
       `churn: ${CHURN} nodes join and are removed (weftctl node remove path), first with every agent reading, then again while the ${STALLED} stalled agents' process is SIGSTOPped (those ${STALLED} have a channel each with a real agent's 64 KiB window); RSS is read 2 s after each churn`,
       "the controller is dist/bundle/weft-controller (what the image runs); deltas in a storm are paced by change rate and by stream count (at most ~4000 deltas/s in all)",

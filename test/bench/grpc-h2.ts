@@ -31,7 +31,9 @@ export class H2Channel {
   private live(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     if (performance.now() - this.failedAt < REDIAL_MS) throw new Error("connection failed just now");
-    const s = http2.connect(`http://${this.address}`, this.windowBytes ? { settings: { initialWindowSize: this.windowBytes } } : {});
+    // No session memory cap (grpc-js' choice too): with Node's 10 MB default a connection shared by many agents
+    // refused new streams while its agents' snapshots were being read.
+    const s = http2.connect(`http://${this.address}`, { maxSessionMemory: Number.MAX_SAFE_INTEGER, ...(this.windowBytes ? { settings: { initialWindowSize: this.windowBytes } } : {}) });
     if (this.windowBytes) {
       const size = this.windowBytes;
       s.once("connect", () => s.setLocalWindowSize(size));

@@ -219,6 +219,8 @@ const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
 const waiters: (() => boolean)[] = [];
 /** Join written -> first snapshot received, per connect (for finding where cold start time goes). */
 const joinMs: number[] = [];
+/** Join streams that ended before their snapshot arrived (each retried on the agent's schedule). */
+let failedJoins = 0;
 
 function reply(id: number, body: object): void {
   process.send!({ id, ...body });
@@ -241,6 +243,7 @@ function connect(a: Agent): Promise<void> {
     const started = performance.now();
     const again = () => {
       if (a.closed) return resolve();
+      if (!resolved) failedJoins++;
       setTimeout(() => void connect(a).then(() => !resolved && ((resolved = true), resolve())), a.reconnect.next().delayMs);
     };
     const call = channels[a.index % CHANNELS].open(
@@ -340,6 +343,7 @@ async function handle(c: Command): Promise<void> {
         cpuS: (cpu.user + cpu.system) / 1e6,
         joinP50: sorted[Math.floor(sorted.length / 2)] ?? 0,
         joinP99: sorted[Math.floor(sorted.length * 0.99)] ?? 0,
+        failedJoins,
       });
     }
   }
