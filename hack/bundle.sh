@@ -4,7 +4,7 @@
 # Why: Node resolves and compiles hundreds of small files on start; bundled, the
 # agent sends its Join 2-3x sooner (measured in bench/results/agent-5000-peers.md),
 # which is what lets peers reach a new node sooner, and a restarted controller
-# serves about 0.2 s sooner (bench/results/controller-scale.md). Dynamic imports
+# is ready sooner (bench/results/controller-scale.md). Dynamic imports
 # (the agent's dataplane and metrics, the controller's Kubernetes client) stay
 # separate chunks, loaded only when used.
 set -euo pipefail
@@ -23,9 +23,13 @@ bundle() {
   chmod +x "$out/main.js"
 }
 bundle weft-agent
-# etcd3 stays outside the controller's bundle: it reads its .proto files next to
-# its own sources at run time (node_modules is in the image).
-bundle weft-controller --external:etcd3
+bundle weft-controller
+# etcd3 reads its .proto files from `${__dirname}/../proto` at run time, which
+# bundled is dist/bundle/proto. (Left outside the bundle, etcd3 and the second
+# copy of grpc-js it loaded from node_modules cost a restarted controller
+# ~120 ms of its ~590 ms to ready.)
+rm -rf dist/bundle/proto
+cp -r node_modules/etcd3/proto dist/bundle/proto
 # The `weft` CNI plugin as one file: the DaemonSet's init container copies it
 # (with the image's node) into the host's CNI bin dir, where a runtime runs it
 # for every pod; one file loads fastest and needs no node_modules on the host.

@@ -214,7 +214,10 @@ let channels: H2Channel[] = [];
  * gets the same window (as grpc-js' flow_control_window option does), more than an agent's 64 KiB (a real agent
  * needs a few window round trips for a 325 KB snapshot).
  */
-const CHANNELS = 32;
+// BENCH_CHANNELS=N/2 gives every agent a connection of its own, as real agents have: the controller then accepts
+// them one per turn of its event loop (Node 20's libuv accepts one connection per poll), which a storm's long turns
+// make the slowest part of a cold start (see bench/results/controller-scale.md).
+const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 32);
 const FLOW_CONTROL_WINDOW = 8 * 1024 * 1024;
 const waiters: (() => boolean)[] = [];
 /** Join written -> first snapshot received, per connect (for finding where cold start time goes). */
