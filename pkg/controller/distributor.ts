@@ -138,6 +138,8 @@ export class Distributor {
   private changeRate = 0;
   private lastChangeAt = -Infinity;
   private snapshotInflight = 0;
+  /** The last delta built from a shared since() array, at the model revision it was encoded for. */
+  private deltaMemo?: { updates: Buffer[]; revision: number; buf: Buffer };
   private readonly maxLagBytes: number;
   private readonly maxLogBytes: number;
   private readonly snapshotBudget: number;
@@ -425,17 +427,38 @@ export class Distributor {
         r.sent.set(header.name, { header: key, hasSubnet, seq: peers.seq, ep });
       }
     }
+    /** The one network's shared since() array when it is all the delta says (see deltaMemo). */
+    let only: Buffer[] | undefined;
+    let parts = 0;
     for (const [name, s] of r.sent) {
       const feed = this.feeds.get(name);
       if (!feed) continue;
-      if (s.hasSubnet && feed.seq > s.seq) updates.push(...feed.since(s.seq, self));
+      if (s.hasSubnet && feed.seq > s.seq) {
+        only = feed.since(s.seq, self);
+        parts++;
+        updates.push(...only);
+      }
       s.seq = feed.seq;
       const ef = s.ep === undefined ? undefined : this.endpointFeeds.get(name);
       if (ef && ef.seq > s.ep!) endpoints.push(...ef.since(s.ep!));
       if (ef) s.ep = ef.seq;
     }
     if (!snapshot && networks.length === 0 && removed.length === 0 && updates.length === 0 && endpoints.length === 0) return undefined;
+    if (!snapshot && parts === 1 && networks.length === 0 && removed.length === 0 && endpoints.length === 0) return [this.sharedDelta(only!)];
     return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates, ...endpoints];
+  }
+
+  /**
+   * Readers at the same cursor share since()'s array; the message it makes is
+   * encoded once for all of them (one more join at 5000 agents is 5000 copies
+   * of the same delta, each encoded and concatenated per stream before).
+   */
+  private sharedDelta(updates: Buffer[]): Buffer {
+    const m = this.deltaMemo;
+    if (m && m.updates === updates && m.revision === this.model.revision) return m.buf;
+    const buf = Buffer.concat([encodeUpdateHead(this.model.revision, false), ...updates]);
+    this.deltaMemo = { updates, revision: this.model.revision, buf };
+    return buf;
   }
 
   private write(r: Reader, pieces: Buffer[], snapshot: boolean): void {

@@ -238,6 +238,24 @@ const identity = (b: Buffer) => b;
 
 const encode = (m: AgentMessage) => AgentMessage.encode(m).finish();
 
+/**
+ * AgentMessage{ack: {revision}} as bytes, written by hand (field 2, holding Ack's field 1): what
+ * AgentMessage.encode writes (checked at start-up below), without a writer per message.
+ */
+export function ackMessage(revision: number): Uint8Array {
+  const varint: number[] = [];
+  for (let v = revision; ; ) {
+    const low = v % 0x80;
+    v = Math.floor(v / 0x80);
+    varint.push(v > 0 ? low | 0x80 : low);
+    if (v === 0) break;
+  }
+  return revision === 0 ? Uint8Array.of(0x12, 0) : Uint8Array.of(0x12, varint.length + 1, 0x08, ...varint);
+}
+for (const rev of [0, 1, 127, 128, 300, 2 ** 31 + 5]) {
+  if (Buffer.compare(Buffer.from(ackMessage(rev)), Buffer.from(encode({ msg: { $case: "ack", value: { revision: rev, error: "" } } }))) !== 0) throw new Error(`sim-fleet: hand-written ack for revision ${rev} differs from AgentMessage.encode`);
+}
+
 /** Opens the agent's stream and sends Join; reconnects when the stream ends, on the agent's own schedule. */
 function connect(a: Agent): Promise<void> {
   return new Promise((resolve) => {
@@ -253,7 +271,7 @@ function connect(a: Agent): Promise<void> {
       "/weft.v1.Controller/Join",
       (buf) => {
         const revision = a.apply(buf);
-        call.write(encode({ msg: { $case: "ack", value: { revision, error: "" } } }));
+        call.write(ackMessage(revision));
         if (!resolved && a.snapshots > before) {
           resolved = true;
           a.reconnect.succeeded();
