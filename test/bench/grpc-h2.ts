@@ -31,8 +31,8 @@ export class H2Channel {
   private live(): http2.ClientHttp2Session {
     if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
     if (performance.now() - this.failedAt < REDIAL_MS) throw new Error("connection failed just now");
-    // No session memory cap (grpc-js' choice too): with Node's 10 MB default a connection shared by many agents
-    // refused new streams while its agents' snapshots were being read.
+    // No session memory cap, as grpc-js sets it: with Node's default (10 MB) a connection shared by many agents
+    // would refuse new streams while that much of their data is unread.
     const s = http2.connect(`http://${this.address}`, { maxSessionMemory: Number.MAX_SAFE_INTEGER, ...(this.windowBytes ? { settings: { initialWindowSize: this.windowBytes } } : {}) });
     if (this.windowBytes) {
       const size = this.windowBytes;
