@@ -393,7 +393,8 @@ export class Distributor {
     const self = r.sub.node;
     const networks: Buffer[] = [];
     const removed: Buffer[] = [];
-    const updates: Buffer[] = [];
+    /** since() per network with news: readers at the same cursor share each array (see sharedDelta). */
+    const updates: Buffer[][] = [];
     const endpoints: Buffer[] = [];
     if (snapshot || r.headersDirty) {
       r.headersDirty = false;
@@ -427,25 +428,21 @@ export class Distributor {
         r.sent.set(header.name, { header: key, hasSubnet, seq: peers.seq, ep });
       }
     }
-    /** The one network's shared since() array when it is all the delta says (see deltaMemo). */
-    let only: Buffer[] | undefined;
-    let parts = 0;
     for (const [name, s] of r.sent) {
       const feed = this.feeds.get(name);
       if (!feed) continue;
-      if (s.hasSubnet && feed.seq > s.seq) {
-        only = feed.since(s.seq, self);
-        parts++;
-        updates.push(...only);
-      }
+      if (s.hasSubnet && feed.seq > s.seq) updates.push(feed.since(s.seq, self));
       s.seq = feed.seq;
       const ef = s.ep === undefined ? undefined : this.endpointFeeds.get(name);
       if (ef && ef.seq > s.ep!) endpoints.push(...ef.since(s.ep!));
       if (ef) s.ep = ef.seq;
     }
-    if (!snapshot && networks.length === 0 && removed.length === 0 && updates.length === 0 && endpoints.length === 0) return undefined;
-    if (!snapshot && parts === 1 && networks.length === 0 && removed.length === 0 && endpoints.length === 0) return [this.sharedDelta(only!)];
-    return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates, ...endpoints];
+    if (!snapshot && networks.length === 0 && removed.length === 0 && endpoints.length === 0) {
+      // Only peer updates: nothing to say, or (one network's) the delta every reader at this cursor gets.
+      if (updates.every((u) => u.length === 0)) return undefined;
+      if (updates.length === 1) return [this.sharedDelta(updates[0])];
+    }
+    return [encodeUpdateHead(this.model.revision, snapshot), ...networks, ...removed, ...updates.flat(), ...endpoints];
   }
 
   /**

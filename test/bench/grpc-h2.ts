@@ -34,13 +34,12 @@ export class H2Channel {
     // No session memory cap, as grpc-js sets it: with Node's default (10 MB) a connection shared by many agents
     // would refuse new streams while that much of their data is unread.
     const s = http2.connect(`http://${this.address}`, { maxSessionMemory: Number.MAX_SAFE_INTEGER, ...(this.windowBytes ? { settings: { initialWindowSize: this.windowBytes } } : {}) });
-    if (this.windowBytes) {
-      const size = this.windowBytes;
-      s.once("connect", () => s.setLocalWindowSize(size));
-    }
     // A refused or reset connection fails its streams, which end and retry on their own schedule.
     let connected = false;
-    s.once("connect", () => (connected = true));
+    s.once("connect", () => {
+      connected = true;
+      if (this.windowBytes) s.setLocalWindowSize(this.windowBytes);
+    });
     s.on("error", () => {
       if (!connected) this.failedAt = performance.now();
     });
@@ -59,10 +58,6 @@ export class H2Channel {
   /** @internal */
   request(method: string): http2.ClientHttp2Stream {
     return this.live().request({ [HTTP2_HEADER_METHOD]: "POST", [HTTP2_HEADER_PATH]: method, [HTTP2_HEADER_CONTENT_TYPE]: "application/grpc", [HTTP2_HEADER_TE]: "trailers" });
-  }
-
-  close(): void {
-    this.session?.close();
   }
 }
 
